@@ -1,0 +1,53 @@
+"""Packaging for tgir.
+
+The import package ``tgir`` is the core (``tgir/``); the pipeline stages live in top-level folders
+so the tree shows the story (see ARCHITECTURE.md) and are mapped into the package here:
+``export/`` -> ``tgir.export``, ``calib/`` -> ``tgir.calib``, ``runtime/`` -> ``tgir.runtime``,
+``benchmarks/`` -> ``tgir.benchmarks``.
+"""
+
+from setuptools import find_packages, setup
+
+STAGES = {"export": "export", "calib": "calib", "runtime": "runtime", "benchmarks": "benchmarks"}
+
+
+def _packages():
+    packages = ["tgir"] + [f"tgir.{p}" for p in find_packages("tgir")]
+    for name, folder in STAGES.items():
+        packages.append(f"tgir.{name}")
+        packages += [f"tgir.{name}.{p}" for p in find_packages(folder)]
+    return packages
+
+
+setup(
+    name="tgir",
+    version="0.1.0",
+    description="Text-guided image retrieval: train, export to ONNX/TensorRT, and deploy with a C runtime.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=_packages(),
+    package_dir={"tgir": "tgir", **{f"tgir.{k}": v for k, v in STAGES.items()}},
+    include_package_data=True,
+    package_data={"tgir.runtime": ["include/*.h", "src/*", "CMakeLists.txt", "examples/*"]},
+    install_requires=[
+        # Pinned: a CPU build of this release is on local disk; a range pulls a multi-GB CUDA build.
+        "torch==2.13.0",
+        "numpy>=1.24",
+        "pillow>=10",
+        "click>=8.1",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+    ],
+    extras_require={
+        "gpu": ["onnxruntime-gpu>=1.18", "cuda-python>=12"],
+        "trt": ["tensorrt>=10"],
+        "dev": ["pytest>=7", "ruff>=0.4"],
+    },
+    entry_points={
+        "console_scripts": [
+            "tgir=tgir.cli:main",
+            "tgir-export=tgir.export.cli:main",
+        ]
+    },
+)

@@ -1,0 +1,77 @@
+"""Image decoding and the preprocessing contract, torch-free (the runtimes reuse it).
+
+``Preprocess`` is the one definition of how a picture becomes a network input; exporters write it
+into each bundle's manifest and the runtimes apply exactly the same steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tgir.errors import TgirUserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode an image file to RGB.
+
+    Raises:
+        TgirUserError: The file is missing, truncated or not an image; the message names the path.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so truncation is reported here and not mid-batch
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise TgirUserError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise TgirUserError(f"{path}: cannot decode image ({err}); expected a valid PNG or JPEG") from None
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an RGB picture becomes a ``[3, size, size]`` float32 array.
+
+    Steps: resize to ``resize x resize`` (bilinear; skipped when ``resize`` is None and the picture
+    is already ``size`` square, else resized straight to ``size``), centre-crop ``size``, scale to
+    [0, 1], subtract ``mean``, divide by ``std`` (RGB order).
+
+    Attributes:
+        size: Output side in pixels.
+        resize: Side of the square resize before the centre crop (e.g. 256 for a 224 crop).
+        mean: Per-channel mean, RGB.
+        std: Per-channel standard deviation, RGB.
+    """
+
+    size: int = 224
+    resize: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or (self.resize is not None and self.resize < self.size):
+            raise TgirUserError(f"need 0 < size <= resize, got size={self.size}, resize={self.resize}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise TgirUserError("mean and std need three values each, std > 0")
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        side = self.resize or self.size
+        if img.size != (side, side):
+            img = img.resize((side, side), Image.BILINEAR)
+        if side != self.size:
+            off = (side - self.size) // 2
+            img = img.crop((off, off, off + self.size, off + self.size))
+        x = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))  # [3, H, W]
+
+    def to_dict(self) -> dict:
+        """The contract as JSON-ready data (colour order is RGB, layout NCHW)."""
+        return {**asdict(self), "color_order": "RGB", "layout": "NCHW", "dtype": "float32"}

@@ -6,13 +6,15 @@ so the tree shows the story (see ARCHITECTURE.md) and are mapped into the packag
 ``benchmarks/`` -> ``tgir.benchmarks``.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 STAGES = {"export": "export", "calib": "calib", "runtime": "runtime", "benchmarks": "benchmarks"}
 
 
 def _packages():
-    packages = ["tgir"] + [f"tgir.{p}" for p in find_packages("tgir")]
+    packages = ["tgir", *(f"tgir.{p}" for p in find_packages("tgir"))]
     for name, folder in STAGES.items():
         packages.append(f"tgir.{name}")
         packages += [f"tgir.{name}.{p}" for p in find_packages(folder)]
@@ -23,7 +25,7 @@ setup(
     name="tgir",
     version="0.1.0",
     description="Text-guided image retrieval: train, export to ONNX/TensorRT, and deploy with a C runtime.",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=_packages(),

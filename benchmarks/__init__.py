@@ -1,0 +1,1 @@
+"""tgir.benchmarks: the latency/accuracy harness behind ``tgir bench``. Results: RESULTS.md."""

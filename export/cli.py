@@ -1,0 +1,20 @@
+"""``tgir-export``: the exporter's command line (ONNX graphs, engines, bundles)."""
+
+from __future__ import annotations
+
+import click
+
+from tgir.cli.common import LazyGroup, run_main
+
+COMMANDS: dict[str, str] = {}  # filled as the export stages land: onnx, build-engine, ...
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+@click.version_option(package_name="tgir")
+def cli() -> None:
+    """tgir-export: turn trained checkpoints into ONNX graphs, engines and deployable bundles."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tgir-export`` console script."""
+    return run_main(cli, argv, prog_name="tgir-export")

@@ -1,0 +1,99 @@
+"""``tgir data``: the README's main command, statistics, and user errors (exit 1, one line)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tgir.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_css2d_command_prints_statistics(tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "css2d", "--out", str(tmp_path / "d"), "--scale", "0.01")
+    assert code == 0
+    assert "test:    190 images,    180 queries" in out
+    assert (tmp_path / "d" / "images" / "css_train_000189.png").is_file()
+
+
+def test_css2d_128px_json(tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "0.001", "--size", "128",
+                       "--json")
+    assert code == 0
+    assert json.loads(out)["train"]["images"] == 19
+    meta = json.loads((tmp_path / "css2d_config.json").read_text())
+    assert meta["config"]["size"] == 128
+
+
+def test_stats_and_vocab(tiny_css2d, tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "stats", "--dataset", "css2d", "--root", str(tiny_css2d), "--split",
+                       "test", "--check-images", "--json")
+    assert code == 0 and json.loads(out)["queries"] == 180
+    code, out, _ = run(capsys, "data", "vocab", "--dataset", "css", "--root", str(tiny_css2d), "--split",
+                       "train", "--out", str(tmp_path / "v.json"))
+    assert code == 0
+    words = json.loads((tmp_path / "v.json").read_text())["words"]
+    assert {"add", "remove", "make", "red", "topleft"} <= set(words)
+
+
+def _assert_one_line_error(code, err, *fragments):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tgir: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_root(tmp_path, capsys):
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tmp_path / "no"))
+    _assert_one_line_error(code, err, str(tmp_path / "no"), "expected")
+
+
+def test_unknown_split(tiny_css2d, capsys):
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d),
+                       "--split", "dev")
+    _assert_one_line_error(code, err, "'dev'", "train, test")
+
+
+def test_corrupt_image(tiny_css2d, tmp_path, capsys):
+    root = tmp_path / "c"
+    shutil.copytree(tiny_css2d, root)
+    (root / "images" / "css_test_000007.png").write_bytes(b"not a png")
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(root), "--check-images")
+    _assert_one_line_error(code, err, "css_test_000007.png", "cannot decode image")
+
+
+def test_bad_option(tiny_css2d, capsys):
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d), "-o", "x")
+    _assert_one_line_error(code, err, "KEY=VALUE")
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d),
+                       "-o", "bogus=1")
+    _assert_one_line_error(code, err, "bad --option")
+
+
+def test_bad_scale_and_existing_output(tmp_path, capsys):
+    code, _, err = run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "-1")
+    _assert_one_line_error(code, err, "scale must be > 0")
+    assert run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "0.001")[0] == 0
+    code, _, err = run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "0.001")
+    _assert_one_line_error(code, err, "--overwrite")
+
+
+def test_unknown_dataset_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "data", "stats", "--dataset", "nope", "--root", ".")
+    assert code == 2 and "'nope' is not one of" in err
+
+
+def test_debug_shows_traceback(tmp_path):
+    from tgir.errors import TgirUserError
+
+    with pytest.raises(TgirUserError):
+        main(["--debug", "data", "stats", "--dataset", "css", "--root", str(tmp_path / "no")])

@@ -97,3 +97,51 @@ def test_debug_shows_traceback(tmp_path):
 
     with pytest.raises(TgirUserError):
         main(["--debug", "data", "stats", "--dataset", "css", "--root", str(tmp_path / "no")])
+
+
+def _fashioniq(root, captions):
+    from PIL import Image
+
+    (root / "captions").mkdir(parents=True)
+    (root / "image_splits").mkdir()
+    (root / "captions" / "cap.dress.val.json").write_text(json.dumps(captions))
+    (root / "image_splits" / "split.dress.val.json").write_text(json.dumps(["A", "B"]))
+    (root / "images").mkdir()
+    for asin in "AB":
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "images" / f"{asin}.jpg", "JPEG")
+    return root
+
+
+def test_corrupt_jpeg(tmp_path, capsys):
+    root = _fashioniq(tmp_path / "fiq", [{"candidate": "A", "target": "B", "captions": ["red", "long"]}])
+    jpeg = root / "images" / "B.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:120])  # truncated JPEG
+    code, _, err = run(capsys, "data", "stats", "--dataset", "fashioniq", "--root", str(root),
+                       "--split", "val",
+                       "--check-images")
+    _assert_one_line_error(code, err, "B.jpg", "cannot decode image")
+
+
+def test_empty_caption(tmp_path, capsys):
+    root = _fashioniq(tmp_path / "fiq", [{"candidate": "A", "target": "B", "captions": [" ", ""]}])
+    code, _, err = run(capsys, "data", "stats", "--dataset", "fashioniq", "--root", str(root),
+                       "--split", "val")
+    _assert_one_line_error(code, err, "cap.dress.val.json[0]", "empty")
+
+
+def test_wrong_layout(tmp_path, capsys):
+    (tmp_path / "shoes").mkdir()
+    code, _, err = run(capsys, "data", "stats", "--dataset", "shoes", "--root", str(tmp_path / "shoes"))
+    _assert_one_line_error(code, err, "relative_captions_shoes.json", "expected")
+
+
+def test_fashioniq_option_reaches_the_loader(tmp_path, capsys):
+    root = _fashioniq(tmp_path / "fiq", [{"candidate": "A", "target": "B", "captions": ["red", "long"]}])
+    code, out, _ = run(capsys, "data", "stats", "--dataset", "fashioniq", "--root", str(root),
+                       "--split", "val",
+                       "-o", "gallery=full-split", "--json")
+    assert code == 0 and json.loads(out)["gallery"] == 2
+    code, _, err = run(capsys, "data", "stats", "--dataset", "fashioniq", "--root", str(root),
+                       "--split", "val",
+                       "-o", "gallery=everything")
+    _assert_one_line_error(code, err, "'everything'", "full-split")

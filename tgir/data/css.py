@@ -15,6 +15,7 @@ from tgir.data.records import (
     Query,
     RetrievalSplit,
     check_split,
+    read_json,
     require_dir,
 )
 from tgir.errors import TgirUserError
@@ -29,10 +30,7 @@ def _read_dataset(root: Path, prefer_json: bool) -> dict:
     """
     json_path, dup_path = root / JSON_NAME, root / DUP_NAME
     if prefer_json and json_path.is_file():
-        try:
-            return json.loads(json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise TgirUserError(f"{json_path}: not valid JSON ({err})") from None
+        return read_json(json_path, "the CSS-2D JSON mirror written by `tgir data css2d`", dict)
     if not dup_path.is_file():
         raise TgirUserError(f"{dup_path}: file not found (expected the CSS data file {DUP_NAME} in {root})")
     try:

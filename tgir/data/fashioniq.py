@@ -23,6 +23,7 @@ from tgir.data.records import (
     Query,
     RetrievalSplit,
     check_split,
+    read_json,
     require_dir,
     require_file,
 )
@@ -32,17 +33,6 @@ SPLITS = ("train", "val", "test")
 CATEGORIES = ("dress", "shirt", "toptee")
 GALLERIES = ("val-triplets", "full-split")
 JOINS = ("and", "and_token", "first", "second")
-
-
-def _read_json_list(path: Path, expected: str) -> list:
-    require_file(path, expected)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TgirUserError(f"{path}: not valid JSON ({err}); expected {expected}") from None
-    if not isinstance(data, list):
-        raise TgirUserError(f"{path}: expected a JSON list ({expected}), got {type(data).__name__}")
-    return data
 
 
 def join_captions(c0: str, c1: str, join: str) -> str:
@@ -144,14 +134,14 @@ def load_fashioniq(root: str | Path, split: str, *, category: str = "dress",
         raise unknown_choice("FashionIQ caption join", join, JOINS)
     root = require_dir(Path(root), "FashionIQ dataset root", "a folder holding captions/ and image_splits/")
     cap_path = root / "captions" / f"cap.{category}.{split}.json"
-    entries = _read_json_list(cap_path, "a list of {candidate, target, captions} entries")
+    entries = read_json(cap_path, "a list of {candidate, target, captions} entries", list)
     parsed = [_parse_entry(e, f"{cap_path}[{i}]", split, join) for i, e in enumerate(entries)]
 
     # dict keys keep insertion order: the gallery list, then whatever captions add to it
     names: dict[str, bool] = {}
     if gallery == "full-split":
         split_path = root / "image_splits" / f"split.{category}.{split}.json"
-        for i, asin in enumerate(_read_json_list(split_path, "a list of ASIN strings")):
+        for i, asin in enumerate(read_json(split_path, "a list of ASIN strings", list)):
             if not isinstance(asin, str) or not asin:
                 raise TgirUserError(f"{split_path}[{i}]: expected a non-empty ASIN string, got {asin!r}")
             names.setdefault(asin, True)

@@ -8,6 +8,7 @@ MIT-States: the same "adj noun"; FashionIQ/Shoes: the same image name).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,3 +130,21 @@ def require_file(path: Path, expected: str) -> Path:
     if not path.is_file():
         raise TgirUserError(f"{path}: file not found (expected {expected})")
     return path
+
+
+def read_json(path: Path, expected: str, kind: type | None = None):
+    """Read a JSON file a dataset ships, with one-line errors naming the path and what was expected.
+
+    Args:
+        path: The file.
+        expected: What the file should hold, for messages (e.g. "a list of ASIN strings").
+        kind: Required top-level type (``list`` or ``dict``), or None for any.
+    """
+    require_file(path, expected)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TgirUserError(f"{path}: not valid JSON ({err}); expected {expected}") from None
+    if kind is not None and not isinstance(data, kind):
+        raise TgirUserError(f"{path}: expected a JSON {kind.__name__} ({expected}), got {type(data).__name__}")
+    return data

@@ -20,6 +20,7 @@ from tgir.data.records import (
     Query,
     RetrievalSplit,
     check_split,
+    read_json,
     require_dir,
     require_file,
 )
@@ -33,13 +34,7 @@ _KEYS = ("ImageName", "ReferenceImageName", "RelativeCaption")
 
 def _read_captions(path: Path) -> list[tuple[str, str, str]]:
     """Parse the caption file into (reference, target, stripped caption) triples, in file order."""
-    require_file(path, "a JSON list of {ImageName, ReferenceImageName, RelativeCaption}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TgirUserError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, list):
-        raise TgirUserError(f"{path}: expected a JSON list of caption entries, got {type(data).__name__}")
+    data = read_json(path, "caption entries {ImageName, ReferenceImageName, RelativeCaption}", list)
     out = []
     for i, e in enumerate(data):
         where = f"{path}[{i}]"

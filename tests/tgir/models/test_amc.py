@@ -1,0 +1,145 @@
+"""AMC: shapes, losses against hand values, conditional experts against a reference."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from tgir.models.amc import AMC, bsc_loss
+from tgir.models.base import batch_classification_loss, build_model, l2norm
+from tgir.models.config import RouterConfig
+from tgir.models.experts import EXPERT_KINDS, layer_norm
+
+
+def _inputs(b=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, 64, 64, generator=g)
+    ids = torch.randint(4, 20, (b, 5), generator=g)
+    lengths = torch.tensor([5, 2, 3][:b] + [1] * max(0, b - 3))
+    ids[1, 2:] = 0
+    ids[2, 3:] = 0
+    return images, ids, lengths
+
+
+def _model(tiny, seed=0, **router):
+    torch.manual_seed(seed)
+    cfg = tiny("amc")
+    return build_model(cfg.replace(router=dataclasses.replace(cfg.router, **router))).eval()
+
+
+def test_shapes_and_normalisation(tiny):
+    model = _model(tiny)
+    images, ids, lengths = _inputs()
+    gallery, tokens = model.encode_image(images)
+    assert gallery.shape == (3, 32) and tokens.shape == (3, 4, 32)  # 64 px / 32 -> 2x2 tokens
+    (s,) = model.encode_text(ids, lengths)
+    assert s.shape == (3, 32)
+    query, outputs, gates = model.compose_with_gates(tokens, s)
+    assert query.shape == (3, 32) and len(outputs) == 2 and gates[0].shape == (3, 3)
+    assert torch.allclose(query.norm(dim=1), torch.ones(3)) and torch.allclose(gallery.norm(dim=1), torch.ones(3))
+    assert ((gates[0] > 0) & (gates[0] < 1)).all()
+
+
+def test_expert_registry_is_data():
+    assert set(EXPERT_KINDS) == {"nin", "gtn", "crn"}
+    x, s = torch.randn(2, 4, 16), torch.randn(2, 16)
+    assert torch.allclose(EXPERT_KINDS["nin"](16, RouterConfig())(x, s), layer_norm(x))
+
+
+def test_batch_classification_loss_hand_value():
+    eye = torch.eye(2)
+    # logits [[10, 0], [0, 10]]: each row's loss is log(1 + e^-10).
+    assert batch_classification_loss(eye, eye, 10.0).item() == pytest.approx(math.log1p(math.exp(-10)), abs=1e-7)
+    q = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    t = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    # logits = 2 * q t^T = [[0, 2], [1.6, 1.2]]; CE row0 = log(1 + e^2), row1 = -1.2 + log(e^1.6 + e^1.2)
+    expected = (math.log(1 + math.exp(2)) + (-1.2 + math.log(math.exp(1.6) + math.exp(1.2)))) / 2
+    assert batch_classification_loss(q, t, 2.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_bsc_loss_hand_value():
+    gq = torch.eye(2)  # similarity I
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # similarity all ones
+    assert bsc_loss(gq, t).item() == pytest.approx(0.5)  # (0 + 1 + 1 + 0) / 4
+
+
+def test_total_loss_combines_parts(tiny):
+    model = _model(tiny, sparsity_weight=0.5)
+    images, ids, lengths = _inputs()
+    out = model.loss(images, ids, lengths, images.flip(0))
+    expected = out["bbc"] + model.config.bsc_weight * out["bsc"] + 0.5 * out["gate_mean"]
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _reference_compose(model: AMC, tokens, s, tau):
+    """Hand-written reference: every expert runs, sub-threshold gates are zeroed."""
+    x = tokens
+    for layer in model.layers:
+        gates = layer.router(x, s)
+        gates = gates * (gates >= tau).float()
+        x = sum(gates[:, i, None, None] * e(x, s) for i, e in enumerate(layer.experts))
+    return l2norm(x.mean(1))
+
+
+@pytest.mark.parametrize("tau", [0.0, 1e-6, 0.45, 0.5, 0.55])
+def test_conditional_matches_reference(tiny, tau):
+    images, ids, lengths = _inputs(b=3)
+    dense = _model(tiny, seed=1)
+    cond = _model(tiny, seed=1, tau=tau, conditional=True)
+    eager = _model(tiny, seed=1, tau=tau, conditional=False)
+    with torch.no_grad():
+        _, tokens = dense.encode_image(images)
+        (s,) = dense.encode_text(ids, lengths)
+        ref = _reference_compose(dense, tokens, s, tau)
+        for model in (cond, eager):
+            assert torch.allclose(model.compose(tokens, s), ref, atol=1e-6)
+        if tau in (0.0, 1e-6):
+            assert torch.allclose(cond.compose(tokens, s), dense.compose(tokens, s), atol=1e-6)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_skipped_expert_is_not_computed(tiny, conditional):
+    model = _model(tiny, seed=2, tau=0.6, conditional=conditional)
+    crn = model.config.router.experts.index("crn")
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.router.net[-1].weight[crn].zero_()  # gate = sigmoid(0) = 0.5 < tau
+            for p in layer.experts[crn].parameters():
+                p.fill_(float("nan"))
+    images, ids, lengths = _inputs()
+    with torch.no_grad():
+        query = model(images, ids, lengths)
+    assert torch.isfinite(query).all()
+    for layer in model.layers:  # dense: every expert runs and the NaN leaks in
+        layer.cfg = dataclasses.replace(model.config.router, tau=0.0)
+    with torch.no_grad():
+        assert torch.isnan(model(images, ids, lengths)).all()
+
+
+def test_training_steps_lower_the_loss(tiny):
+    torch.manual_seed(0)
+    model = build_model(tiny("amc")).train()
+    images, ids, lengths = _inputs(b=4)
+    targets = torch.roll(images, 1, 0) * 0.5
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    first = None
+    for _ in range(25):
+        loss = model.loss(images, ids, lengths, targets)["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_query_does_not_depend_on_batch_padding(tiny):
+    model = _model(tiny, seed=3)
+    images, ids, lengths = _inputs(b=3)
+    with torch.no_grad():
+        batch = model(images, ids, lengths)
+        for i in range(3):
+            alone = model(images[i:i + 1], ids[i:i + 1, : lengths[i]], lengths[i:i + 1])
+            assert torch.allclose(alone, batch[i:i + 1], atol=1e-5)

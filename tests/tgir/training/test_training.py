@@ -1,0 +1,146 @@
+"""Training loop, checkpoints and evaluation on tiny data: determinism, resume, NaN, recall."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tgir.data.records import ImageRecord, Query, RetrievalSplit
+from tgir.errors import TgirUserError
+from tgir.models.base import RetrievalModel, build_model, l2norm
+from tgir.models.config import ModelConfig, replace_path
+from tgir.training.checkpoint import load_checkpoint, model_from_checkpoint
+from tgir.training.config import RunConfig, TrainConfig
+from tgir.training.embed import evaluate_models
+from tgir.training.loop import LAST, Trainer, TrainingDiverged
+from tgir.vocab import Vocabulary
+
+
+def _run(tiny, root, **train) -> RunConfig:
+    t = TrainConfig(dataset="css2d", data=str(root), epochs=1, batch_size=8, lr=1e-3, val_fraction=0.2,
+                    seed=1, device="cpu", max_steps=3, **train)
+    return RunConfig(tiny("amc"), t)
+
+
+def test_train_writes_artefacts_and_round_trips(tiny, tiny_css2d, tmp_path):
+    state = Trainer(_run(tiny, tiny_css2d), tmp_path).fit()
+    assert state["step"] == 3 and state["epoch"] == 1
+    for name in ("last.pt", "best.pt", "run.json", "vocab.json", "metrics.json"):
+        assert (tmp_path / name).is_file()
+    assert "R@1" in state["history"][-1]["val"]
+    model, ckpt = model_from_checkpoint(tmp_path / LAST)
+    saved = torch.load(tmp_path / LAST, weights_only=True)["ema"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key  # bit-exact
+    assert ckpt.run.model.text.vocab_size == len(ckpt.vocab)
+    assert RunConfig.load(tmp_path / "run.json") == ckpt.run
+
+
+def test_same_seed_same_weights(tiny, tiny_css2d, tmp_path):
+    Trainer(_run(tiny, tiny_css2d), tmp_path / "a").fit()
+    Trainer(_run(tiny, tiny_css2d), tmp_path / "b").fit()
+    a = torch.load(tmp_path / "a" / LAST, weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / LAST, weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues(tiny, tiny_css2d, tmp_path):
+    run = _run(tiny, tiny_css2d)
+    Trainer(run, tmp_path).fit()
+    more = RunConfig(run.model, TrainConfig(**{**run.train.__dict__, "epochs": 2, "max_steps": 5}))
+    state = Trainer(more, tmp_path).fit(resume=True)
+    assert state["epoch"] == 2 and state["step"] == 5 and len(state["history"]) == 2
+
+
+def test_frozen_backbone_stays_fixed(tiny, tiny_css2d, tmp_path):
+    run = _run(tiny, tiny_css2d)
+    frozen = replace_path(run, "model.backbone.trainable", False)
+    Trainer(frozen, tmp_path).fit()  # trains from the float16 feature cache
+    ckpt = load_checkpoint(tmp_path / LAST)
+    torch.manual_seed(run.train.seed)  # the trainer seeds the same way before building
+    init = build_model(ckpt.run.model).state_dict()
+    backbone = [k for k in init if k.startswith("backbone.")]
+    head = [k for k in init if k.startswith("layers.") and init[k].is_floating_point()]
+    assert backbone and all(torch.equal(init[k], ckpt.model[k]) for k in backbone)
+    assert any(not torch.equal(init[k], ckpt.model[k]) for k in head)  # the rest did train
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny, tiny_css2d, tmp_path, monkeypatch):
+    run = _run(tiny, tiny_css2d)
+    Trainer(run, tmp_path).fit()
+    good = (tmp_path / LAST).read_bytes()
+    trainer = Trainer(RunConfig(run.model, TrainConfig(**{**run.train.__dict__, "epochs": 2, "max_steps": 6})),
+                      tmp_path)
+    def nan_loss(self, *args):
+        return {"loss": torch.tensor(float("nan"), requires_grad=True)}
+
+    from tgir.models import amc
+
+    monkeypatch.setattr(amc.AMC, "loss", nan_loss)
+    message = r"loss became nan at step 4; stopped\. Last good checkpoint: .*last\.pt"
+    with pytest.raises(TrainingDiverged, match=message):
+        trainer.fit(resume=True)
+    assert (tmp_path / LAST).read_bytes() == good
+
+
+def test_checkpoint_errors(tiny, tiny_css2d, tmp_path):
+    with pytest.raises(TgirUserError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TgirUserError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    Trainer(_run(tiny, tiny_css2d), tmp_path).fit()
+    data = torch.load(tmp_path / LAST, weights_only=True)
+    run = json.loads(data["run"])
+    run["model"]["router"]["gating"] = "softmax"  # a field this code does not have
+    data["run"] = json.dumps(run)
+    torch.save(data, tmp_path / "odd.pt")
+    with pytest.raises(TgirUserError, match=r"config does not match this tgir: .*unknown field\(s\) gating"):
+        load_checkpoint(tmp_path / "odd.pt")
+    data = torch.load(tmp_path / LAST, weights_only=True)
+    run = json.loads(data["run"])
+    run["model"]["embed_dim"] = 64  # config says 64, weights are 32 wide
+    data["run"] = json.dumps(run)
+    torch.save(data, tmp_path / "wide.pt")
+    with pytest.raises(TgirUserError, match="weights do not fit the model its config describes"):
+        model_from_checkpoint(tmp_path / "wide.pt")
+
+
+class _ColourModel(RetrievalModel):
+    """Embeds an image as its mean colour and a text as a one-hot colour: rankings are known."""
+
+    def __init__(self):
+        super().__init__(ModelConfig(image_size=32, embed_dim=8))
+
+    def encode_image(self, images):
+        emb = torch.zeros(len(images), 8)
+        emb[:, :3] = images.mean(dim=(2, 3))
+        return l2norm(emb), emb[:, None]
+
+    def encode_text(self, ids, lengths):
+        return (torch.nn.functional.one_hot(ids[:, 0] - 4, 8).float(),)
+
+    def compose(self, tokens, text):
+        return l2norm(text)
+
+
+def test_eval_on_a_toy_gallery(tmp_path):
+    colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+    images = []
+    for i, (name, rgb) in enumerate(colours.items()):
+        Image.new("RGB", (32, 32), rgb).save(tmp_path / f"{name}.png")
+        images.append(ImageRecord(tmp_path / f"{name}.png", name, i))
+    # q0: red image + "green" -> wants green: green first -> hit at 1.
+    # q1: green image + "red" but the target is blue: red first, blue second (green excluded).
+    queries = [Query(0, "green", 1, 1), Query(1, "red", 2, 2)]
+    split = RetrievalSplit("css", "test", images, queries, list(colours))
+    vocab = Vocabulary(["red", "green", "blue"])
+    result = evaluate_models([(_ColourModel(), vocab)], split, batch_size=2)
+    assert (result["R@1"], result["R@5"]) == (50.0, 100.0)
+    both = evaluate_models([(_ColourModel(), vocab), (_ColourModel(), vocab)], split)
+    assert both["R@1"] == 50.0
+    assert np.isclose(result["R@10"], 100.0)

@@ -1,0 +1,143 @@
+"""``tgir train`` and ``tgir eval``: flags become one RunConfig; the library does the work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import click
+
+from tgir.data.registry import DATASETS
+from tgir.errors import TgirUserError
+from tgir.models.config import FAMILIES
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _progress_reporter():
+    """Draws one click progress bar per phase, with loss and throughput beside it."""
+    from tgir.training.loop import Progress
+
+    state: dict = {}
+
+    def report(p: Progress) -> None:
+        if p.phase == "epoch done":
+            close()
+            click.echo(f"epoch {p.done}/{p.total}: {json.dumps(p.info)}", err=True)
+            return
+        if state.get("phase") != p.phase:
+            close()
+            state["bar"] = click.progressbar(length=p.total, label=p.phase, file=sys.stderr, show_pos=True,
+                                             item_show_func=lambda _: state.get("info", ""))
+            state["bar"].__enter__()
+            state.update(phase=p.phase, done=0)
+        state["info"] = " ".join(f"{k}={v}" for k, v in p.info.items())
+        state["bar"].update(p.done - state["done"])
+        state["done"] = p.done
+
+    def close() -> None:
+        bar = state.pop("bar", None)
+        if bar is not None:
+            bar.__exit__(None, None, None)
+        state.pop("phase", None)
+
+    return report, close
+
+
+@click.command("train")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="run.json to start from.")
+@click.option("--model", "family", type=click.Choice(FAMILIES), help="Model family (preset).")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Dataset format.")
+@click.option("--data", help="Dataset root folder.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--epochs", type=int, help="Training epochs.")
+@click.option("--batch-size", type=int, help="Triplets per step.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--seed", type=int, help="Seed of every random choice.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to train.")
+@click.option("--max-steps", type=int, help="Stop after this many steps (smoke runs).")
+@click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
+              help="Override any field, e.g. --set model.router.tau=0.3 --set train.lr_step_epochs=[8].")
+@click.option("--resume/--no-resume", default=False, show_default=True, help="Continue from OUT/last.pt.")
+def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, seed, device, max_steps, sets,
+          resume) -> None:
+    """Train a model; writes last.pt, best.pt, run.json, vocab.json and metrics.json to --out."""
+    from tgir.models.config import replace_path
+    from tgir.models.presets import preset
+    from tgir.training.config import RunConfig, TrainConfig
+    from tgir.training.loop import Trainer
+
+    if config_file:
+        run = RunConfig.load(config_file)
+    elif family:
+        ds = dataset or "css2d"
+        run = RunConfig(preset(family, ds), TrainConfig(dataset=ds))
+    else:
+        raise TgirUserError("give --model (one of: " + ", ".join(FAMILIES) + ") or --config FILE")
+    flags = {"train.dataset": dataset, "train.data": data, "train.epochs": epochs, "train.batch_size": batch_size,
+             "train.lr": lr, "train.seed": seed, "train.device": device, "train.max_steps": max_steps}
+    if config_file and family and family != run.model.family:
+        raise TgirUserError(f"--model {family} contradicts the config file's family {run.model.family!r}")
+    for path, value in [*flags.items(), *(_split_set(s) for s in sets)]:
+        if value is not None:
+            run = replace_path(run, path, value)
+    report, close = _progress_reporter()
+    try:
+        state = Trainer(run, out_dir, report).fit(resume=resume)
+    finally:
+        close()
+    click.echo(json.dumps({"out": out_dir, "epochs": state["epoch"], "steps": state["step"],
+                           "best_val_R@1": state["best"]}))
+
+
+def _split_set(text: str) -> tuple[str, object]:
+    path, sep, value = text.partition("=")
+    if not sep or not path:
+        raise TgirUserError(f"--set {text!r}: expected PATH=VALUE, e.g. model.router.tau=0.3")
+    return path, _parse_value(value)
+
+
+@click.command("eval")
+@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint file; repeat for an ensemble (normalised embeddings concatenated).")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Default: the checkpoint's.")
+@click.option("--data", help="Dataset root. Default: the checkpoint's.")
+@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option("--tau", type=float, help="AMC: evaluate with this gate threshold (reports expert skip rates).")
+@click.option("--ema/--no-ema", default=True, show_default=True, help="Use the EMA weights when present.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(checkpoints, dataset, data, split, tau, ema, batch_size, device, as_json) -> None:
+    """Evaluate one checkpoint (or an ensemble) under the dataset's protocol."""
+    from tgir.data.registry import load_split
+    from tgir.training.checkpoint import model_from_checkpoint
+    from tgir.training.embed import evaluate_models
+    from tgir.training.loop import resolve_device
+
+    models = []
+    for path in checkpoints:
+        model, ckpt = model_from_checkpoint(path, use_ema=ema)
+        if tau is not None:
+            _set_tau(model, tau)
+        models.append((model, ckpt.vocab))
+    train_cfg = ckpt.run.train
+    loaded = load_split(dataset or train_cfg.dataset, data or train_cfg.data, split,
+                        **(train_cfg.options if not dataset or dataset == train_cfg.dataset else {}))
+    result = evaluate_models(models, loaded, batch_size, resolve_device(device))
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _set_tau(model, tau: float) -> None:
+    if model.config.family != "amc":
+        raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
+    router = dataclasses.replace(model.config.router, tau=tau)
+    model.config = model.config.replace(router=router)
+    for layer in model.layers:
+        layer.cfg = router

@@ -1,0 +1,97 @@
+"""Training configuration: what to train on and how, saved with the model config as ``run.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tgir.errors import TgirUserError
+from tgir.models.config import ModelConfig, _build
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        dataset: Dataset name (``tgir.data.registry.DATASETS``).
+        data: Dataset root folder.
+        options: Loader settings, e.g. ``{"category": "dress"}`` for FashionIQ.
+        epochs: Passes over the training queries.
+        batch_size: Triplets per step (drop_last, as AMC).
+        lr: Adam learning rate (AMC: 1e-4).
+        weight_decay: Adam weight decay (AMC: 1e-6).
+        lr_step_epochs: Epochs after which the learning rate is multiplied by ``lr_gamma``.
+        lr_gamma: Step decay factor.
+        ema_decay: Decay of the weight EMA used for evaluation (AMC: 0.999); 0 disables it.
+        val_fraction: Share of training reference images held out for model selection (never
+            the test split).
+        seed: Seed of every random choice (weights, shuffling, the validation hold-out).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        workers: DataLoader worker processes for image decoding.
+        min_count: Vocabulary: drop words seen fewer times in the training texts.
+        max_steps: Stop after this many steps in total (0 = no limit; for smoke tests).
+        eval_every: Evaluate on the validation hold-out every this many epochs (0 = only at the end).
+    """
+
+    dataset: str = "css2d"
+    data: str = "data/css2d"
+    options: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    lr_step_epochs: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    ema_decay: float = 0.999
+    val_fraction: float = 0.05
+    seed: int = 300
+    device: str = "auto"
+    workers: int = 0
+    min_count: int = 1
+    max_steps: int = 0
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise TgirUserError("train: need epochs >= 1 and batch_size >= 2 (the loss contrasts a batch)")
+        if not 0 <= self.val_fraction < 0.5:
+            raise TgirUserError(f"train: val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise TgirUserError(f"train: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise TgirUserError(f"train: unknown device {self.device!r}; valid choices: auto, cpu, cuda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training run: the model and how it is trained."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        if not isinstance(data, dict) or set(data) - {"model", "train"}:
+            raise TgirUserError("run config: expected an object with 'model' and 'train'")
+        model = ModelConfig.from_dict(data.get("model", ModelConfig().to_dict()))
+        train = _build(TrainConfig, data.get("train", {}), "run config.train")
+        return cls(model, train)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise TgirUserError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise TgirUserError(f"{path}: not valid JSON ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

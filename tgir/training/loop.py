@@ -145,7 +145,7 @@ class Trainer:
         move = (lambda x: [f.to(self.device) for f in x]) if isinstance(ref, list) else (
             lambda x: x.to(self.device))
         losses = self.model.loss(move(ref), ids.to(self.device), lengths.to(self.device), move(target))
-        if not math.isfinite(float(losses["loss"])):
+        if not math.isfinite(losses["loss"].item()):
             kept = self.out / LAST if (self.out / LAST).is_file() else None
             raise TrainingDiverged(f"loss became {float(losses['loss'])} at step {state['step'] + 1}; "
                                    f"stopped. Last good checkpoint: {kept or 'none yet'}. Lower --lr?")

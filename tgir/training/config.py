@@ -34,6 +34,8 @@ class TrainConfig:
         min_count: Vocabulary: drop words seen fewer times in the training texts.
         max_steps: Stop after this many steps in total (0 = no limit; for smoke tests).
         eval_every: Evaluate on the validation hold-out every this many epochs (0 = only at the end).
+        feature_cache: Folder where a frozen backbone's features are saved and reused across runs
+            ("" = keep them in memory only).
     """
 
     dataset: str = "css2d"
@@ -53,6 +55,7 @@ class TrainConfig:
     min_count: int = 1
     max_steps: int = 0
     eval_every: int = 1
+    feature_cache: str = ""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:

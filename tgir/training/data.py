@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -61,6 +64,21 @@ class FeatureCache:
             if progress:
                 progress(int(positions[-1]) + 1, len(split.images))
         return cls(levels or [])
+
+    @classmethod
+    def load_or_build(cls, folder: str | Path, key: dict, *build_args, **build_kwargs) -> FeatureCache:
+        """Reuse features saved under ``folder`` for the same ``key`` (backbone, input size, images),
+        else build and save them. Saves minutes per run when a frozen backbone is reused."""
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+        path = Path(folder) / f"features-{digest}.pt"
+        if path.is_file():
+            return cls(torch.load(path, weights_only=True))
+        cache = cls.build(*build_args, **build_kwargs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(cache.levels, tmp)
+        tmp.replace(path)
+        return cache
 
     def __getitem__(self, indices: torch.Tensor) -> list[torch.Tensor]:
         return [level[indices].float() for level in self.levels]

@@ -26,12 +26,17 @@ def preprocess_for(model: RetrievalModel) -> Preprocess:
 
 @torch.no_grad()
 def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, batch_size: int = 64,
-                device: str = "cpu", workers: int = 0, progress: Progress | None = None
+                device: str = "cpu", workers: int = 0, progress: Progress | None = None,
+                features: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Embed a split's gallery and queries.
 
     Each needed image is encoded once; reference tokens are kept only for images that queries
     refer to, so a large gallery does not hold every token grid in memory.
+
+    Args:
+        features: Optional lookup from image indices to cached backbone features (training with a
+            frozen backbone); images are then not decoded at all.
 
     Returns:
         ``(query_emb [Q, D], gallery_emb [G, D])`` float32, L2-normalised, in split order.
@@ -42,13 +47,19 @@ def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary,
     needed = sorted(set(gallery) | set(refs))
     slot = {img: i for i, img in enumerate(needed)}
     is_ref = {r: True for r in refs}
-    loader = DataLoader(ImageListDataset([split.images[i].path for i in needed], preprocess_for(model)),
-                        batch_size=batch_size, num_workers=workers)
+    if features is None:
+        loader = DataLoader(ImageListDataset([split.images[i].path for i in needed], preprocess_for(model)),
+                            batch_size=batch_size, num_workers=workers)
+    else:
+        index = torch.tensor(needed)
+        loader = [(features(index[i:i + batch_size]), torch.arange(i, min(i + batch_size, len(needed))))
+                  for i in range(0, len(needed), batch_size)]
     gallery_rows = np.zeros((len(needed), model.config.embed_dim), np.float32)
     tokens: dict[int, torch.Tensor] = {}
     total, done = len(needed) + len(split.queries), 0
     for images, positions in loader:
-        emb, tok = model.encode_image(images.to(device))
+        images = [f.to(device) for f in images] if isinstance(images, list) else images.to(device)
+        emb, tok = model.encode_image(images)
         gallery_rows[positions.numpy()] = emb.float().cpu().numpy()
         for row, pos in enumerate(positions.tolist()):
             if is_ref.get(needed[pos]):

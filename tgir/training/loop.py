@@ -75,8 +75,10 @@ def _validation_split(split: RetrievalSplit, val_queries) -> RetrievalSplit:
     return dataclasses.replace(split, split=f"{split.split}-holdout", queries=val_queries)
 
 
-def validate(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, device: str) -> dict:
-    queries, gallery = embed_split(model, split, vocab, device=device)
+def validate(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, device: str,
+             cache: FeatureCache | None = None) -> dict:
+    queries, gallery = embed_split(model, split, vocab, device=device,
+                                   features=cache.__getitem__ if cache is not None else None)
     return evaluate_split(split, queries, gallery)
 
 
@@ -163,8 +165,7 @@ class Trainer:
         t = self.run.train
         cache = None
         if not self.run.model.backbone.trainable:
-            cache = FeatureCache.build(self.model.backbone, self.split, preprocess_for(self.model), 64,
-                                       self.device, lambda d, n: self.report(Progress("cache", d, n, {})))
+            cache = self._feature_cache()
         while state["epoch"] < t.epochs and not (t.max_steps and state["step"] >= t.max_steps):
             epoch = state["epoch"]
             for group in self.optimizer.param_groups:
@@ -178,16 +179,29 @@ class Trainer:
                 if t.max_steps and state["step"] >= t.max_steps:
                     break
             state["epoch"] = epoch + 1
-            self._end_epoch(state)
+            self._end_epoch(state, cache)
         return state
 
-    def _end_epoch(self, state: dict) -> None:
+    def _feature_cache(self) -> FeatureCache:
+        """Backbone outputs of every training image (float16), optionally kept on disk for reuse."""
+        args = (self.model.backbone, self.split, preprocess_for(self.model), 64, self.device,
+                lambda d, n: self.report(Progress("caching features", d, n, {})))
+        folder = self.run.train.feature_cache
+        if not folder:
+            return FeatureCache.build(*args)
+        backbone = dataclasses.asdict(self.run.model.backbone)
+        key = {"backbone": {k: backbone[k] for k in ("name", "levels", "weights")},
+               "image_size": self.run.model.image_size, "dataset": self.run.train.dataset,
+               "split": self.split.split, "images": [str(r.path.resolve()) for r in self.split.images]}
+        return FeatureCache.load_or_build(folder, key, *args)
+
+    def _end_epoch(self, state: dict, cache: FeatureCache | None) -> None:
         t = self.run.train
         record = {"epoch": state["epoch"], "step": state["step"]}
         last = state["epoch"] >= t.epochs or bool(t.max_steps and state["step"] >= t.max_steps)
         if self.val is not None and (last or (t.eval_every and state["epoch"] % t.eval_every == 0)):
             model = self.ema.model if self.ema is not None else self.model
-            metrics = validate(model, self.val, self.vocab, self.device)
+            metrics = validate(model, self.val, self.vocab, self.device, cache)
             record["val"] = {k: v for k, v in metrics.items() if k.startswith("R@")}
             if metrics["R@1"] > state["best"]:
                 state["best"] = metrics["R@1"]

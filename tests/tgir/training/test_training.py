@@ -144,3 +144,20 @@ def test_eval_on_a_toy_gallery(tmp_path):
     both = evaluate_models([(_ColourModel(), vocab), (_ColourModel(), vocab)], split)
     assert both["R@1"] == 50.0
     assert np.isclose(result["R@10"], 100.0)
+
+
+def test_feature_cache_on_disk_is_reused(tiny, tiny_css2d, tmp_path, monkeypatch):
+    run = replace_path(_run(tiny, tiny_css2d), "model.backbone.trainable", False)
+    run = replace_path(run, "train.feature_cache", str(tmp_path / "cache"))
+    first = Trainer(run, tmp_path / "a").fit()
+    files = list((tmp_path / "cache").glob("features-*.pt"))
+    assert len(files) == 1
+
+    from tgir.training import data
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached features should have been reused")
+
+    monkeypatch.setattr(data.FeatureCache, "build", no_build)
+    second = Trainer(run, tmp_path / "b").fit()
+    assert second["history"] == first["history"]

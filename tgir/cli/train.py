@@ -32,9 +32,10 @@ def _progress_reporter():
             close()
             click.echo(f"epoch {p.done}/{p.total}: {json.dumps(p.info)}", err=True)
             return
-        if not interactive:  # logs: a line every ~5% instead of a bar redrawn in place
-            step = max(1, p.total // 20)
-            if p.done % step == 0 or p.done == p.total:
+        if not interactive:  # logs: a line every 5% instead of a bar redrawn in place
+            tick = (p.phase, 20 * p.done // max(p.total, 1))
+            if tick != state.get("tick"):
+                state["tick"] = tick
                 info = " ".join(f"{k}={v}" for k, v in p.info.items())
                 click.echo(f"{p.phase} {p.done}/{p.total} {info}".rstrip(), err=True)
             return

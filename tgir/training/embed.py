@@ -27,8 +27,8 @@ def preprocess_for(model: RetrievalModel) -> Preprocess:
 @torch.no_grad()
 def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, batch_size: int = 64,
                 device: str = "cpu", workers: int = 0, progress: Progress | None = None,
-                features: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+                features: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+                gates_out: list[torch.Tensor] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embed a split's gallery and queries.
 
     Each needed image is encoded once; reference tokens are kept only for images that queries
@@ -37,6 +37,7 @@ def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary,
     Args:
         features: Optional lookup from image indices to cached backbone features (training with a
             frozen backbone); images are then not decoded at all.
+        gates_out: AMC only: receives each query batch's effective gates ``[B, layers, experts]``.
 
     Returns:
         ``(query_emb [Q, D], gallery_emb [G, D])`` float32, L2-normalised, in split order.
@@ -73,11 +74,33 @@ def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary,
         ids, lengths = vocab.encode_batch([q.text for q in batch])
         ref_tokens = torch.stack([tokens[q.ref] for q in batch]).to(device)
         text = model.encode_text(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
-        queries[start:start + len(batch)] = model.compose(ref_tokens, *text).float().cpu().numpy()
+        if gates_out is not None and hasattr(model, "compose_with_gates"):
+            query, _, gates = model.compose_with_gates(ref_tokens, *text)
+            gates_out.append(torch.stack(gates, dim=1).cpu())  # [B, layers, experts]
+        else:
+            query = model.compose(ref_tokens, *text)
+        queries[start:start + len(batch)] = query.float().cpu().numpy()
         done += len(batch)
         if progress:
             progress(done, total)
     return queries, gallery_rows[[slot[i] for i in gallery]]
+
+
+def skip_rates(gates: list[torch.Tensor], experts: tuple[str, ...]) -> dict:
+    """Share of expert executions skipped when each query runs alone (batch 1).
+
+    With a threshold, a sub-threshold gate is exactly 0 and a lone query skips that expert, so the
+    skip rate is the share of zero effective gates. Values are the same whatever batch computed them.
+
+    Returns:
+        ``{"layer1": {"nin": 0.0, "gtn": 0.12, "crn": 0.41}, ..., "overall": {...per expert...}}``.
+    """
+    g = torch.cat(gates)  # [Q, layers, experts]
+    skipped = (g == 0).float()
+    out = {f"layer{i + 1}": {e: round(float(skipped[:, i, j].mean()), 4) for j, e in enumerate(experts)}
+           for i in range(g.shape[1])}
+    out["overall"] = {e: round(float(skipped[:, :, j].mean()), 4) for j, e in enumerate(experts)}
+    return out
 
 
 def ensemble(embeddings: Sequence[np.ndarray]) -> np.ndarray:
@@ -89,7 +112,15 @@ def ensemble(embeddings: Sequence[np.ndarray]) -> np.ndarray:
 def evaluate_models(models: Sequence[tuple[RetrievalModel, Vocabulary]], split: RetrievalSplit,
                     batch_size: int = 64, device: str = "cpu", progress: Progress | None = None) -> dict:
     """Evaluate one model, or an ensemble of several, on a split under its dataset's protocol."""
-    pairs = [embed_split(m, split, v, batch_size, device, progress=progress) for m, v in models]
+    gates: list[list[torch.Tensor]] = [[] for _ in models]
+    pairs = [embed_split(m, split, v, batch_size, device, progress=progress, gates_out=g)
+             for (m, v), g in zip(models, gates, strict=True)]
     if len(pairs) == 1:
-        return evaluate_split(split, *pairs[0])
-    return evaluate_split(split, ensemble([q for q, _ in pairs]), ensemble([g for _, g in pairs]))
+        result = evaluate_split(split, *pairs[0])
+    else:
+        result = evaluate_split(split, ensemble([q for q, _ in pairs]), ensemble([g for _, g in pairs]))
+    routing = [{"tau": m.config.router.tau, "skip_rate": skip_rates(g, m.config.router.experts)}
+               for (m, _), g in zip(models, gates, strict=True) if g]
+    if routing:
+        result["routing"] = routing if len(routing) > 1 else routing[0]
+    return result

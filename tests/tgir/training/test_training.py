@@ -161,3 +161,13 @@ def test_feature_cache_on_disk_is_reused(tiny, tiny_css2d, tmp_path, monkeypatch
     monkeypatch.setattr(data.FeatureCache, "build", no_build)
     second = Trainer(run, tmp_path / "b").fit()
     assert second["history"] == first["history"]
+
+
+def test_skip_rates_count_zero_gates():
+    from tgir.training.embed import skip_rates
+
+    gates = [torch.tensor([[[0.9, 0.0, 0.0], [0.8, 0.7, 0.0]]]), torch.tensor([[[0.6, 0.5, 0.7], [0.0, 0.6, 0.0]]])]
+    rates = skip_rates(gates, ("nin", "gtn", "crn"))
+    assert rates["layer1"] == {"nin": 0.0, "gtn": 0.5, "crn": 0.5}
+    assert rates["layer2"] == {"nin": 0.5, "gtn": 0.0, "crn": 1.0}
+    assert rates["overall"] == {"nin": 0.25, "gtn": 0.25, "crn": 0.75}

@@ -15,6 +15,7 @@ COMMANDS = {
     "data": "tgir.cli.data:data",
     "train": "tgir.cli.train:train",
     "eval": "tgir.cli.train:evaluate",
+    "ship": "tgir.cli.train:ship",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -96,6 +97,8 @@ def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, s
         if value is not None:
             run = replace_path(run, path, value)
     report, close = _progress_reporter()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "command.txt").write_text(" ".join(["tgir", *sys.argv[1:]]) + "\n")
     try:
         state = Trainer(run, out_dir, report).fit(resume=resume)
     finally:
@@ -149,3 +152,21 @@ def _set_tau(model, tau: float) -> None:
     model.config = model.config.replace(router=router)
     for layer in model.layers:
         layer.cfg = router
+
+
+@click.command("ship")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Training checkpoint (best.pt).")
+@click.option("--name", required=True, help="Base name of the shipped files, e.g. amc_css2d.")
+@click.option("--out", "out_dir", default="trained", show_default=True, type=click.Path(file_okay=False))
+@click.option("--data", help="Dataset root to measure on. Default: the checkpoint's.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--tau", type=float, help="AMC: ship with this gate threshold (conditional experts).")
+@click.option("--half/--full", default=True, show_default=True, help="Store float16 weights.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def ship(checkpoint, name, out_dir, data, split, tau, half, device) -> None:
+    """Ship a trained model: compact weights plus a model card measured on those weights."""
+    from tgir.training.card import ship as ship_model
+    from tgir.training.loop import resolve_device
+
+    card = ship_model(checkpoint, name, out_dir, data, split, tau, half, resolve_device(device))
+    click.echo(json.dumps({k: card["test"][k] for k in card["test"] if k.startswith("R@")}))

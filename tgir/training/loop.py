@@ -172,6 +172,7 @@ class Trainer:
                 group["lr"] = self._lr(epoch)
             self.model.train()
             loader, start = self._loader(epoch, cache), time.perf_counter()
+            epoch_start = start
             for i, batch in enumerate(loader, 1):
                 info = self._step(batch, state)
                 info["q/s"] = round(i * t.batch_size / (time.perf_counter() - start), 1)
@@ -179,6 +180,7 @@ class Trainer:
                 if t.max_steps and state["step"] >= t.max_steps:
                     break
             state["epoch"] = epoch + 1
+            state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - epoch_start, 1)
             self._end_epoch(state, cache)
         return state
 

@@ -1,0 +1,39 @@
+"""Shipping: float16 weights, and a model card measured on exactly those weights."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tgir.cli import main
+from tgir.training.checkpoint import model_from_checkpoint
+from tgir.training.config import RunConfig, TrainConfig
+from tgir.training.loop import Trainer
+
+
+def test_ship_writes_weights_and_card(tiny, tiny_css2d, tmp_path, capsys):
+    run = RunConfig(tiny("amc"), TrainConfig(dataset="css2d", data=str(tiny_css2d), epochs=1, batch_size=8,
+                                             val_fraction=0.2, device="cpu", max_steps=2))
+    Trainer(run, tmp_path / "run").fit()
+    code = main(["ship", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--name", "amc_tiny", "--out",
+                 str(tmp_path / "trained"), "--tau", "0.5", "--device", "cpu"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    card = json.loads((tmp_path / "trained" / "amc_tiny.json").read_text())
+    assert card["test"]["queries"] == 180 and card["test"]["R@1"] == printed["R@1"]
+    assert card["config"]["model"]["router"] == {**card["config"]["model"]["router"], "tau": 0.5,
+                                                 "conditional": True}
+    rates = card["test"]["routing"]["skip_rate"]
+    assert set(rates) == {"layer1", "layer2", "overall"} and 0 <= rates["overall"]["crn"] <= 1
+    assert card["params"] > 0 and card["weights_dtype"] == "float16"
+    md = (tmp_path / "trained" / "amc_tiny.md").read_text()
+    assert "| overall |" in md and "Expert skip rate at batch 1 (tau = 0.5)" in md
+    saved = torch.load(tmp_path / "trained" / "amc_tiny.pt", weights_only=True)
+    assert saved["optimizer"] is None and saved["ema"] is None
+    assert {t.dtype for t in saved["model"].values() if t.is_floating_point()} == {torch.float16}
+    model, ckpt = model_from_checkpoint(tmp_path / "trained" / "amc_tiny.pt")
+    assert ckpt.run.model.router.tau == 0.5 and next(model.parameters()).dtype == torch.float32
+    # The card's recall is that of the shipped weights, re-measured here.
+    again = main(["eval", "--checkpoint", str(tmp_path / "trained" / "amc_tiny.pt"), "--json", "--device", "cpu"])
+    assert again == 0 and json.loads(capsys.readouterr().out)["R@1"] == card["test"]["R@1"]

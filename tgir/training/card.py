@@ -1,0 +1,126 @@
+"""Shipping a trained model: compact weights plus a model card (JSON + Markdown) whose numbers are
+measured on the shipped weights themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from tgir.data.registry import load_split
+from tgir.training.checkpoint import model_from_checkpoint, save_checkpoint
+from tgir.training.embed import evaluate_models
+
+
+def machine() -> str:
+    """A one-line description of this machine (CPU model, cores, torch)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {threads} threads, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def _set_router(model, **changes) -> None:
+    router = dataclasses.replace(model.config.router, **changes)
+    model.config = model.config.replace(router=router)
+    for layer in getattr(model, "layers", []):
+        layer.cfg = router
+
+
+def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | None = None, split: str = "test",
+         tau: float | None = None, half: bool = True, device: str = "cpu") -> dict:
+    """Write ``<out>/<name>.pt`` (EMA weights, float16 when ``half``) and its model card.
+
+    Args:
+        checkpoint: A training checkpoint (``best.pt``).
+        name: Base name of the shipped files.
+        out_dir: Folder to write to (``trained/``).
+        data: Dataset root to measure on (default: the one the model was trained on).
+        split: Split to measure on (the test split; training never saw it).
+        tau: AMC only: ship with this gate threshold and conditional experts.
+        half: Store weights as float16 (halves the file; recall is measured after the rounding).
+        device: Where to run the measurement.
+
+    Returns:
+        The card as a dict.
+    """
+    model, ckpt = model_from_checkpoint(checkpoint)
+    if tau is not None:
+        _set_router(model, tau=tau, conditional=tau > 0)
+    if half:  # round the weights as they will be stored, so the card measures what ships
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
+    run = dataclasses.replace(ckpt.run, model=model.config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.pt"
+    save_checkpoint(target, run, ckpt.vocab, model.half() if half else model, state=dict(ckpt.state))
+    model.float()
+    t = run.train
+    started = time.perf_counter()
+    test = load_split(t.dataset, data or t.data, split, **t.options)
+    result = evaluate_models([(model, ckpt.vocab)], test, device=device)
+    run_dir = Path(checkpoint).parent
+    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").is_file() else None
+    card = {
+        "name": name,
+        "file": target.name,
+        "file_mb": round(target.stat().st_size / 2**20, 2),
+        "family": model.config.family,
+        "params": sum(p.numel() for p in model.parameters()),
+        "config": run.to_dict(),
+        "training": {"command": command, "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
+                     "wall_seconds": ckpt.state.get("train_seconds"), "best_val_R@1": ckpt.state.get("best"),
+                     "history": ckpt.state.get("history")},
+        "test": {"dataset": t.dataset, "split": split, **result},
+        "measured_on": machine(),
+        "measure_seconds": round(time.perf_counter() - started, 1),
+        "date": time.strftime("%Y-%m-%d"),
+        "weights_dtype": "float16" if half else "float32",
+    }
+    (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown_card(card))
+    return card
+
+
+def _fmt(x) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def markdown_card(card: dict) -> str:
+    """The model card as Markdown."""
+    test = card["test"]
+    ks = [k for k in test if k.startswith("R@")]
+    lines = [f"# {card['name']}", "",
+             f"- family: **{card['family']}**, {card['params'] / 1e6:.2f} M parameters, "
+             f"`{card['file']}` ({card['file_mb']} MB, {card['weights_dtype']} weights)",
+             f"- trained: {card['training']['epochs']} epochs, {card['training']['steps']} steps, "
+             f"{card['training']['wall_seconds']} s on {card['measured_on']}",
+             f"- command: `{card['training']['command']}`", f"- measured: {card['date']}", "",
+             f"## {test['dataset']} {test['split']} ({test['queries']} queries)", "",
+             "| | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),
+             "| overall | " + " | ".join(_fmt(test[k]) for k in ks) + " |"]
+    for op, r in test.get("per_op", {}).items():
+        lines.append(f"| {op} | " + " | ".join(_fmt(r[k]) for k in ks) + " |")
+    routing = test.get("routing")
+    if routing:
+        lines += ["", f"## Expert skip rate at batch 1 (tau = {routing['tau']})", "",
+                  "| layer | " + " | ".join(routing["skip_rate"]["overall"]) + " |",
+                  "|---|" + "---|" * len(routing["skip_rate"]["overall"])]
+        for layer, rates in routing["skip_rate"].items():
+            lines.append(f"| {layer} | " + " | ".join(f"{100 * v:.1f}%" for v in rates.values()) + " |")
+    lines += ["", "Config: see the JSON card (`config`)."]
+    return "\n".join(lines) + "\n"

@@ -119,7 +119,8 @@ def _split_set(text: str) -> tuple[str, object]:
               help="Checkpoint file; repeat for an ensemble (normalised embeddings concatenated).")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Default: the checkpoint's.")
 @click.option("--data", help="Dataset root. Default: the checkpoint's.")
-@click.option("--split", default="test", show_default=True, help="Split to evaluate.")
+@click.option("--split", default="test", show_default=True,
+              help="Split to evaluate; 'holdout' = the run's validation hold-out of its training split.")
 @click.option("--tau", type=float, help="AMC: evaluate with this gate threshold (reports expert skip rates).")
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Use the EMA weights when present.")
 @click.option("--batch-size", default=64, show_default=True)
@@ -139,8 +140,13 @@ def evaluate(checkpoints, dataset, data, split, tau, ema, batch_size, device, as
             _set_tau(model, tau)
         models.append((model, ckpt.vocab))
     train_cfg = ckpt.run.train
-    loaded = load_split(dataset or train_cfg.dataset, data or train_cfg.data, split,
-                        **(train_cfg.options if not dataset or dataset == train_cfg.dataset else {}))
+    if split == "holdout":  # the training run's validation hold-out: where tau and the like are chosen
+        from tgir.training.loop import holdout_split
+
+        loaded = holdout_split(train_cfg, data)
+    else:
+        loaded = load_split(dataset or train_cfg.dataset, data or train_cfg.data, split,
+                            **(train_cfg.options if not dataset or dataset == train_cfg.dataset else {}))
     result = evaluate_models(models, loaded, batch_size, resolve_device(device))
     click.echo(json.dumps(result, indent=None if as_json else 2))
 

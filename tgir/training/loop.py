@@ -20,7 +20,7 @@ from tgir.errors import TgirUserError
 from tgir.evaluate import evaluate_split
 from tgir.models.base import RetrievalModel, build_model
 from tgir.training.checkpoint import load_checkpoint, load_state, save_checkpoint
-from tgir.training.config import RunConfig
+from tgir.training.config import RunConfig, TrainConfig
 from tgir.training.data import FeatureCache, TripletIndexDataset, hold_out, make_collate
 from tgir.training.embed import embed_split, preprocess_for
 from tgir.vocab import Vocabulary
@@ -73,6 +73,15 @@ class EMA:
 
 def _validation_split(split: RetrievalSplit, val_queries) -> RetrievalSplit:
     return dataclasses.replace(split, split=f"{split.split}-holdout", queries=val_queries)
+
+
+def holdout_split(train: TrainConfig, data: str | None = None) -> RetrievalSplit:
+    """The validation hold-out a run with this ``TrainConfig`` selected its checkpoint on."""
+    split = load_split(train.dataset, data or train.data, "train", **train.options)
+    _, val = hold_out(split, train.val_fraction, train.seed)
+    if not val:
+        raise TgirUserError("this run held nothing out (val_fraction = 0)")
+    return _validation_split(split, val)
 
 
 def validate(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, device: str,

@@ -40,6 +40,11 @@ def test_train_then_eval(run_file, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out / "last.pt"), "--checkpoint", str(out / "best.pt"),
                  "--tau", "0.5", "--json", "--device", "cpu"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["R@50"] <= 100
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--split", "holdout", "--json"]) == 0
+    holdout = json.loads(capsys.readouterr().out)
+    assert holdout["queries"] == 36  # 2 of the 10 training reference images held out, 18 texts each
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert holdout["R@1"] == metrics["history"][-1]["val"]["R@1"]
 
 
 def test_unknown_family_in_config(run_file, tmp_path, capsys):

@@ -122,13 +122,13 @@ class AMC(RetrievalModel):
     def compose(self, tokens: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return self.compose_with_gates(tokens, s)[0]
 
-    def loss(self, ref_images, ids, lengths, target_images) -> dict[str, torch.Tensor]:
+    def loss(self, ref_images, ids, lengths, target_images, target_labels=None) -> dict[str, torch.Tensor]:
         """BBC + BSC (paper) + optional L1 gate sparsity (tgir)."""
         _, tokens = self.encode_image(ref_images)
         (s,) = self.encode_text(ids, lengths)
         query, outputs, gates = self.compose_with_gates(tokens, s)
         target, _ = self.encode_image(target_images)
-        bbc = batch_classification_loss(query, target, self.config.loss_scale)
+        bbc = batch_classification_loss(query, target, self.config.loss_scale, target_labels)
         g_q = l2norm(torch.cat([o.mean(dim=1) for o in outputs], dim=-1))  # [B, layers * D]
         bsc = bsc_loss(g_q, target)
         sparsity = torch.stack([g.mean() for g in gates]).mean()

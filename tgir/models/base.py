@@ -64,8 +64,10 @@ class RetrievalModel(nn.Module):
         raise NotImplementedError
 
     def loss(self, ref_images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-             target_images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training losses on a batch of triplets; ``"loss"`` is the total to minimise."""
+             target_images: torch.Tensor, target_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training losses on a batch of triplets; ``"loss"`` is the total to minimise.
+
+        ``target_labels`` (``[B]``) lets the loss ignore in-batch duplicates of a query's target."""
         raise NotImplementedError
 
     def forward(self, ref_images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -87,9 +89,19 @@ def l2norm(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return x / x.norm(dim=dim, keepdim=True).clamp_min(1e-12)
 
 
-def batch_classification_loss(query: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | float
-                              ) -> torch.Tensor:
+def batch_classification_loss(query: torch.Tensor, target: torch.Tensor, scale: torch.Tensor | float,
+                              target_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Batch-based classification (AMC's BBC, MAAF's loss): cross-entropy over the ``[B, B]``
-    scaled cosine matrix with the matching target on the diagonal. Inputs are L2-normalised."""
+    scaled cosine matrix with the matching target on the diagonal. Inputs are L2-normalised.
+
+    Args:
+        target_labels: ``[B]`` labels of the targets. When given, another target with the same
+            label as a query's own (an identical scene) is not used as a negative for that query:
+            batches grouped by reference image often hold such duplicates.
+    """
     logits = scale * query @ target.t()  # [B, B]
+    if target_labels is not None:
+        same = target_labels[:, None] == target_labels[None, :]  # [B, B]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
     return nn.functional.cross_entropy(logits, torch.arange(len(query), device=query.device))

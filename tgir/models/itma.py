@@ -239,9 +239,9 @@ class ITMA(RetrievalModel):
         return l2norm((image_vec + text_vec) / 2)  # [B, D]
 
     def loss(self, ref_images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-             target_images: torch.Tensor) -> dict[str, torch.Tensor]:
+             target_images: torch.Tensor, target_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """MAAF's batch-based classification: cross-entropy of ``scale² · q·t`` over the batch."""
         query = self.compose(self.image_tokens(ref_images), *self.encode_text(ids, lengths))  # [B, D]
         target = self.gallery(self.image_tokens(target_images))  # [B, D]
-        bbc = batch_classification_loss(query, target, self.scale ** 2)
+        bbc = batch_classification_loss(query, target, self.scale ** 2, target_labels)
         return {"loss": bbc, "bbc": bbc.detach()}

@@ -99,9 +99,9 @@ class TIRG(RetrievalModel):
         return l2norm(f)
 
     def loss(self, ref_images: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor,
-             target_images: torch.Tensor) -> dict[str, torch.Tensor]:
+             target_images: torch.Tensor, target_labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Batch-based classification: cross-entropy of ``scale² · q·t`` over the batch."""
         query = self.compose(self.image_feature(ref_images)[:, None, :], *self.encode_text(ids, lengths))
         target = l2norm(self.image_feature(target_images))  # [B, D]
-        bbc = batch_classification_loss(query, target, self.scale ** 2)
+        bbc = batch_classification_loss(query, target, self.scale ** 2, target_labels)
         return {"loss": bbc, "bbc": bbc.detach()}

@@ -34,6 +34,8 @@ class TrainConfig:
         min_count: Vocabulary: drop words seen fewer times in the training texts.
         max_steps: Stop after this many steps in total (0 = no limit; for smoke tests).
         eval_every: Evaluate on the validation hold-out every this many epochs (0 = only at the end).
+        group_size: Queries per reference image in a batch (0 or 1 = random batches, as the papers;
+            k > 1 = batches of batch_size / k reference images with k queries each: hard negatives).
         feature_cache: Folder where a frozen backbone's features are saved and reused across runs
             ("" = keep them in memory only).
     """
@@ -56,6 +58,7 @@ class TrainConfig:
     max_steps: int = 0
     eval_every: int = 1
     feature_cache: str = ""
+    group_size: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -64,6 +67,8 @@ class TrainConfig:
             raise TgirUserError(f"train: val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise TgirUserError(f"train: ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.group_size > 1 and self.batch_size % self.group_size:
+            raise TgirUserError(f"train: group_size {self.group_size} must divide batch_size {self.batch_size}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise TgirUserError(f"train: unknown device {self.device!r}; valid choices: auto, cpu, cuda")
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tgir.data.images import Preprocess, load_image
 from tgir.data.records import Query, RetrievalSplit
 from tgir.data.torch_datasets import ImageListDataset
+from tgir.errors import TgirUserError
 from tgir.vocab import Vocabulary
 
 
@@ -39,7 +40,43 @@ class TripletIndexDataset(Dataset):
 
     def __getitem__(self, i: int):
         q = self.queries[i]
-        return q.ref, q.text, q.target
+        return q.ref, q.text, q.target, q.label
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size // group`` reference images with ``group`` queries each.
+
+    Queries that share a reference image are each other's hardest negatives (their targets differ
+    only by what the texts change), which random batches almost never contain. Deterministic for
+    a generator seed; incomplete groups and batches are dropped, as drop_last does.
+    """
+
+    def __init__(self, queries: list[Query], batch_size: int, group: int, generator: torch.Generator) -> None:
+        if group < 1 or batch_size % group:
+            raise TgirUserError(f"group size {group} must divide batch size {batch_size}")
+        self.by_ref: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            self.by_ref.setdefault(q.ref, []).append(i)
+        self.batch_size, self.group, self.generator = batch_size, group, generator
+        self.refs = sorted(self.by_ref)
+
+    def _chunks(self) -> list[list[int]]:
+        chunks = []
+        for ref in self.refs:
+            members = self.by_ref[ref]
+            order = torch.randperm(len(members), generator=self.generator).tolist()
+            chunks += [[members[j] for j in order[k:k + self.group]]
+                       for k in range(0, len(order) - self.group + 1, self.group)]
+        return [chunks[i] for i in torch.randperm(len(chunks), generator=self.generator).tolist()]
+
+    def __iter__(self):
+        chunks, per_batch = self._chunks(), self.batch_size // self.group
+        for b in range(len(chunks) // per_batch):
+            yield [i for chunk in chunks[b * per_batch:(b + 1) * per_batch] for i in chunk]
+
+    def __len__(self) -> int:
+        full = sum(len(m) // self.group for m in self.by_ref.values())
+        return full // (self.batch_size // self.group)
 
 
 class FeatureCache:
@@ -88,8 +125,8 @@ def make_collate(vocab: Vocabulary, split: RetrievalSplit, preprocess: Preproces
                  cache: FeatureCache | None):
     """Collate ``(ref, text, target)`` index triplets into model inputs.
 
-    Returns a function giving ``(ref, ids [B, L], lengths [B], target)``, where ``ref`` and
-    ``target`` are image batches ``[B, 3, H, W]`` or, with a cache, lists of feature maps.
+    Returns a function giving ``(ref, ids [B, L], lengths [B], target, target labels [B])``, where
+    ``ref`` and ``target`` are image batches ``[B, 3, H, W]`` or, with a cache, lists of feature maps.
     """
 
     def images(indices: list[int]):
@@ -98,8 +135,9 @@ def make_collate(vocab: Vocabulary, split: RetrievalSplit, preprocess: Preproces
         return torch.stack([torch.from_numpy(preprocess(load_image(split.images[i].path))) for i in indices])
 
     def collate(batch):
-        refs, texts, targets = zip(*batch, strict=True)
+        refs, texts, targets, labels = zip(*batch, strict=True)
         ids, lengths = vocab.encode_batch(texts)
-        return images(list(refs)), torch.from_numpy(ids), torch.from_numpy(lengths), images(list(targets))
+        return (images(list(refs)), torch.from_numpy(ids), torch.from_numpy(lengths), images(list(targets)),
+                torch.tensor(labels))
 
     return collate

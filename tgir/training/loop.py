@@ -21,7 +21,7 @@ from tgir.evaluate import evaluate_split
 from tgir.models.base import RetrievalModel, build_model
 from tgir.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from tgir.training.config import RunConfig, TrainConfig
-from tgir.training.data import FeatureCache, TripletIndexDataset, hold_out, make_collate
+from tgir.training.data import FeatureCache, GroupedBatchSampler, TripletIndexDataset, hold_out, make_collate
 from tgir.training.embed import embed_split, preprocess_for
 from tgir.vocab import Vocabulary
 
@@ -144,18 +144,23 @@ class Trainer:
         t = self.run.train
         gen = torch.Generator().manual_seed(t.seed * 1000 + epoch)  # same order after a resume
         collate = make_collate(self.vocab, self.split, preprocess_for(self.model), cache)
-        return DataLoader(TripletIndexDataset(self.train_queries), batch_size=t.batch_size, shuffle=True,
-                          drop_last=True, generator=gen, collate_fn=collate, num_workers=t.workers)
+        data = TripletIndexDataset(self.train_queries)
+        if t.group_size > 1:
+            sampler = GroupedBatchSampler(self.train_queries, t.batch_size, t.group_size, gen)
+            return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=t.workers)
+        return DataLoader(data, batch_size=t.batch_size, shuffle=True, drop_last=True, generator=gen,
+                          collate_fn=collate, num_workers=t.workers)
 
     def _save(self, name: str, state: dict) -> None:
         save_checkpoint(self.out / name, self.run, self.vocab, self.model, self.ema and self.ema.model,
                         self.optimizer, state)
 
     def _step(self, batch, state: dict) -> dict:
-        ref, ids, lengths, target = batch
+        ref, ids, lengths, target, labels = batch
         move = (lambda x: [f.to(self.device) for f in x]) if isinstance(ref, list) else (
             lambda x: x.to(self.device))
-        losses = self.model.loss(move(ref), ids.to(self.device), lengths.to(self.device), move(target))
+        losses = self.model.loss(move(ref), ids.to(self.device), lengths.to(self.device), move(target),
+                                 labels.to(self.device) if self.run.train.group_size > 1 else None)
         if not math.isfinite(losses["loss"].item()):
             kept = self.out / LAST if (self.out / LAST).is_file() else None
             raise TrainingDiverged(f"loss became {float(losses['loss'])} at step {state['step'] + 1}; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -171,3 +172,34 @@ def test_skip_rates_count_zero_gates():
     assert rates["layer1"] == {"nin": 0.0, "gtn": 0.5, "crn": 0.5}
     assert rates["layer2"] == {"nin": 0.5, "gtn": 0.0, "crn": 1.0}
     assert rates["overall"] == {"nin": 0.25, "gtn": 0.25, "crn": 0.75}
+
+
+def test_grouped_batches_share_reference_images():
+    from tgir.training.data import GroupedBatchSampler
+
+    queries = [Query(ref, f"t{i}", 100 + i, i) for ref in range(5) for i in range(ref, ref + 6)]
+    sampler = GroupedBatchSampler(queries, batch_size=6, group=3, generator=torch.Generator().manual_seed(0))
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 5  # 5 refs x 2 full groups of 3 = 10 groups, 2 per batch
+    for batch in batches:
+        refs = [queries[i].ref for i in batch]
+        assert len(batch) == 6 and refs[:3] == [refs[0]] * 3 and refs[3:] == [refs[3]] * 3
+    assert sorted(i for b in batches for i in b) == list(range(30))
+    again = list(GroupedBatchSampler(queries, 6, 3, torch.Generator().manual_seed(0)))
+    assert again == batches
+    with pytest.raises(TgirUserError, match="must divide"):
+        GroupedBatchSampler(queries, 6, 4, torch.Generator())
+
+
+def test_label_aware_loss_ignores_duplicate_targets():
+    from tgir.models.base import batch_classification_loss
+
+    q = torch.eye(3)
+    t = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # targets 0 and 1 are one scene
+    plain = batch_classification_loss(q, t, 5.0)
+    aware = batch_classification_loss(q, t, 5.0, torch.tensor([7, 7, 9]))
+    # logits rows: [5, 5, 0], [0, 0, 0], [0, 0, 5]. Row 0: plain -5 + log(2e^5 + 1), aware (column 1
+    # dropped) -5 + log(e^5 + 1). Row 1: plain log 3, aware (column 0 dropped) log 2. Row 2 unchanged.
+    row2 = -5 + math.log(math.exp(5) + 2)
+    assert plain.item() == pytest.approx((-5 + math.log(2 * math.exp(5) + 1) + math.log(3) + row2) / 3, rel=1e-5)
+    assert aware.item() == pytest.approx((-5 + math.log(math.exp(5) + 1) + math.log(2) + row2) / 3, rel=1e-5)

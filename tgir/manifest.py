@@ -1,0 +1,179 @@
+"""The model I/O contract and the bundle manifest: defined once, torch-free.
+
+Exporters write the contract into every artefact's ``manifest.json``; runtimes (Python and C) read
+it instead of guessing tensor names, dtypes, shapes or preprocessing. Three graphs:
+    image_encoder: images [batch, 3, S, S] float32 -> gallery [batch, D], tokens [batch, N, D]
+    text_encoder:  ids [batch, L] int64, lengths [batch] int64 -> the family's text features
+    composer:      tokens + text features -> query [batch, D]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tgir.errors import TgirUserError
+from tgir.models.config import ModelConfig
+
+SCHEMA = "tgir-bundle"
+SCHEMA_VERSION = 1
+GRAPHS = ("image_encoder", "text_encoder", "composer")
+DTYPES = ("float32", "float16", "int64", "int32", "bool")
+
+Dim = int | str  # a fixed size or the name of a dynamic axis
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, dtype and shape (strings name dynamic axes)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise TgirUserError(f"tensor {self.name}: unknown dtype {self.dtype!r}; valid: {', '.join(DTYPES)}")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A graph's tensors and the ranges of its dynamic axes (``{"batch": (min, opt, max)}``)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dynamic: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+
+
+def image_tokens(config: ModelConfig) -> int:
+    """Number of region tokens N the image encoder hands the composer."""
+    if config.family == "tirg":
+        return 1  # the pooled feature
+    levels = config.backbone.levels if config.family == "itma" else config.backbone.levels[-1:]
+    return sum((config.image_size // s) ** 2 for s in levels)
+
+
+def text_features(config: ModelConfig, length: Dim = "length") -> tuple[TensorSpec, ...]:
+    """What the family's text encoder outputs (and its composer takes after the image tokens)."""
+    d = config.embed_dim
+    if config.family == "itma":
+        return (TensorSpec("text_tokens", "float32", ("batch", length, d)),
+                TensorSpec("text_mask", "float32", ("batch", length)))
+    return (TensorSpec("text_features", "float32", ("batch", d)),)
+
+
+def io_contract(config: ModelConfig, max_batch: int = 64, text_length: int = 32, opt_batch: int = 1
+                ) -> dict[str, GraphSpec]:
+    """The I/O contract of every graph of a model.
+
+    The text length is fixed (``text_length``): texts are padded to it, which keeps the LSTM graph
+    static in time (TensorRT profiles and torch.export both prefer that) and costs nothing since
+    padded steps are masked.
+    """
+    if not 1 <= opt_batch <= max_batch:
+        raise TgirUserError(f"need 1 <= opt batch <= max batch, got {opt_batch} and {max_batch}")
+    if text_length < 1:
+        raise TgirUserError(f"text length must be >= 1, got {text_length}")
+    s, d, n = config.image_size, config.embed_dim, image_tokens(config)
+    batch = {"batch": (1, opt_batch, max_batch)}
+    text = text_features(config, text_length)
+    return {
+        "image_encoder": GraphSpec((TensorSpec("images", "float32", ("batch", 3, s, s)),),
+                                   (TensorSpec("gallery", "float32", ("batch", d)),
+                                    TensorSpec("tokens", "float32", ("batch", n, d))), batch),
+        "text_encoder": GraphSpec((TensorSpec("ids", "int64", ("batch", text_length)),
+                                   TensorSpec("lengths", "int64", ("batch",))), text, batch),
+        "composer": GraphSpec((TensorSpec("tokens", "float32", ("batch", n, d)), *text),
+                              (TensorSpec("query", "float32", ("batch", d)),), batch),
+    }
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """What a bundle directory holds; ``manifest.json`` is its serialised form.
+
+    Attributes:
+        model: ``{"family", "config_digest", "config"}``.
+        graphs: Graph name -> ``{"file", "inputs", "outputs", "dynamic"}``.
+        preprocess: The image contract (``tgir.data.images.Preprocess.to_dict()``).
+        tokenizer: ``{"vocab_file", "max_length", "pad_id", "specials", "rules"}``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        backend: ``"onnxruntime"``, ``"tensorrt"`` or ``"aoti"``.
+        router: AMC: ``{"mode": "if"|"dense", "tau", "experts"}``; empty otherwise.
+        build: Tool versions and build facts (exporter, opset, TensorRT version, GPU...).
+        files: File name -> SHA-256 of every file the bundle needs.
+    """
+
+    model: dict
+    graphs: dict
+    preprocess: dict
+    tokenizer: dict
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
+    router: dict = field(default_factory=dict)
+    build: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    def save(self, folder: str | Path) -> Path:
+        """Record checksums of the listed files and write ``manifest.json`` into ``folder``."""
+        folder = Path(folder)
+        self.files = {name: sha256(folder / name) for name in sorted(self.files)}
+        path = folder / "manifest.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, verify: bool = True) -> Manifest:
+        """Read and check a bundle's manifest.
+
+        Raises:
+            TgirUserError: No manifest, another schema or version, a missing file, or (with
+                ``verify``) a file whose checksum differs from the manifest's.
+        """
+        folder = Path(folder)
+        path = folder / "manifest.json"
+        if not path.is_file():
+            raise TgirUserError(f"{folder}: not a tgir bundle (no manifest.json)")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TgirUserError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise TgirUserError(f"{path}: not a tgir bundle manifest (expected \"schema\": \"{SCHEMA}\")")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise TgirUserError(f"{path}: manifest schema version {data.get('schema_version')!r}; "
+                                f"this tgir reads {SCHEMA_VERSION} (re-export the bundle)")
+        fields = {k: v for k, v in data.items() if k not in ("schema", "schema_version")}
+        try:
+            manifest = cls(**fields)
+        except TypeError as err:
+            raise TgirUserError(f"{path}: malformed manifest ({err})") from None
+        for name, digest in manifest.files.items():
+            file = folder / name
+            if not file.is_file():
+                raise TgirUserError(f"{file}: missing from the bundle (listed in manifest.json)")
+            if verify and sha256(file) != digest:
+                raise TgirUserError(f"{file}: checksum differs from manifest.json (file changed or truncated)")
+        return manifest
+
+
+def contract_to_json(contract: dict[str, GraphSpec]) -> dict:
+    """The contract as manifest JSON (``graphs`` entries without their ``file``)."""
+    def tensor(t: TensorSpec) -> dict:
+        return {"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+
+    return {name: {"inputs": [tensor(t) for t in g.inputs], "outputs": [tensor(t) for t in g.outputs],
+                   "dynamic": {k: list(v) for k, v in g.dynamic.items()}} for name, g in contract.items()}

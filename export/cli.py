@@ -6,7 +6,10 @@ import click
 
 from tgir.cli.common import LazyGroup, run_main
 
-COMMANDS: dict[str, str] = {}  # filled as the export stages land: onnx, build-engine, ...
+COMMANDS: dict[str, str] = {
+    "onnx": "tgir.export.commands:onnx_command",
+    "check": "tgir.export.commands:check_command",
+}
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)

@@ -38,6 +38,9 @@ class RoutedLayer(nn.Module):
     def __init__(self, dim: int, cfg: RouterConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # Set by the exporter's dense router form: every expert runs, sub-threshold gates are still
+        # zeroed, so the numbers equal the If form without any control flow in the graph.
+        self.always_run = False
         self.router = Router(dim, cfg)
         self.experts = nn.ModuleList(EXPERT_KINDS[kind](dim, cfg) for kind in cfg.experts)
 
@@ -49,7 +52,7 @@ class RoutedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gates = self.effective_gates(self.router(x, s))  # [B, E]
-        dense = self.training or self.cfg.tau <= 0
+        dense = self.training or self.cfg.tau <= 0 or self.always_run
         out = torch.zeros_like(x)
         for i, expert in enumerate(self.experts):
             g = gates[:, i, None, None]  # [B, 1, 1]

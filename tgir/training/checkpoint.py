@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TgirUserError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
+    except Exception as err:  # torch.load raises a zoo of types on junk (struct.error, UnpicklingError, ...)
         raise TgirUserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise TgirUserError(f"{path}: not a tgir checkpoint (no \"format\": \"{FORMAT}\")")

@@ -1,0 +1,158 @@
+"""torch -> ONNX: three graphs per model (the router as ``If`` subgraphs or dense), written atomically
+as a bundle directory with its manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tgir.export.graphs import graph_modules
+
+from tgir.errors import TgirUserError
+from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract
+from tgir.models.base import RetrievalModel
+from tgir.training.checkpoint import Checkpoint, model_from_checkpoint
+from tgir.training.embed import preprocess_for
+
+OPSETS = range(18, 24)  # what the dynamo exporter emits and ONNX Runtime 1.2x+ runs
+ROUTER_FORMS = ("if", "dense")
+
+
+@dataclass(frozen=True)
+class OnnxConfig:
+    """How to export.
+
+    Attributes:
+        tau: AMC gate threshold baked into the graphs (None: the checkpoint's). 0 = dense paper model.
+        router: ``"if"``: each expert inside an ONNX ``If`` on "some sample's gate >= tau";
+            ``"dense"``: every expert computed, sub-threshold gates zeroed (same numbers, no control
+            flow: TensorRT runs ``If`` conditionals about as slowly as both branches).
+        opset: ONNX opset (18..23).
+        max_batch: Largest batch of the dynamic batch axis.
+        text_length: Fixed padded text length of the text graph (texts are padded to it).
+    """
+
+    tau: float | None = None
+    router: str = "if"
+    opset: int = 18
+    max_batch: int = 64
+    text_length: int = 32
+
+    def __post_init__(self) -> None:
+        if self.router not in ROUTER_FORMS:
+            raise TgirUserError(f"unknown router form {self.router!r}; valid choices: {', '.join(ROUTER_FORMS)}")
+        if self.opset not in OPSETS:
+            raise TgirUserError(f"opset {self.opset} out of range; valid: {OPSETS.start}..{OPSETS.stop - 1}")
+        if self.max_batch < 2 or self.text_length < 1:
+            raise TgirUserError("need max_batch >= 2 and text_length >= 1")
+        if self.tau is not None and not 0 <= self.tau < 1:
+            raise TgirUserError(f"tau must be in [0, 1), got {self.tau}")
+
+
+def configure_router(model: RetrievalModel, cfg: OnnxConfig) -> dict:
+    """Apply the export's tau and router form to an AMC model; returns the manifest's router entry."""
+    if model.config.family != "amc":
+        if cfg.tau is not None:
+            raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
+        return {}
+    tau = model.config.router.tau if cfg.tau is None else cfg.tau
+    router = dataclasses.replace(model.config.router, tau=tau, conditional=cfg.router == "if" and tau > 0)
+    model.config = model.config.replace(router=router)
+    for layer in model.layers:
+        layer.cfg = router
+        layer.always_run = cfg.router == "dense"
+    form = "dense" if tau <= 0 else cfg.router
+    return {"form": form, "tau": tau, "experts": list(router.experts), "layers": router.layers}
+
+
+def _examples(model: RetrievalModel, text_length: int) -> dict[str, tuple[torch.Tensor, ...]]:
+    """Example inputs (batch 2, so the batch axis is not specialised to 1)."""
+    s = model.config.image_size
+    images = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(0))
+    ids = torch.full((2, text_length), 4, dtype=torch.int64)
+    lengths = torch.tensor([text_length, 1], dtype=torch.int64)
+    with torch.no_grad():
+        _, tokens = model.encode_image(images)
+        text = tuple(model.encode_text(ids, lengths))
+    return {"image_encoder": (images,), "text_encoder": (ids, lengths), "composer": (tokens, *text)}
+
+
+def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], list[str]], path: Path,
+                  cfg: OnnxConfig) -> None:
+    batch = torch.export.Dim("batch", min=1, max=cfg.max_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's chatter; failures still raise
+        program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=names[0], output_names=names[1],
+                                    opset_version=cfg.opset, dynamic_shapes=tuple({0: batch} for _ in args),
+                                    verbose=False)
+    program.save(str(path))
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxscript
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__}
+
+
+def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxConfig = OnnxConfig(),
+                         overwrite: bool = False, progress: Callable[[str], None] | None = None) -> Manifest:
+    """Export a checkpoint's three graphs to ONNX and write a bundle directory.
+
+    The bundle is assembled in a temporary folder beside ``out_dir`` and renamed into place, so a
+    failed export never leaves a half-written bundle.
+
+    Returns:
+        The written manifest.
+    """
+    model, ckpt = model_from_checkpoint(checkpoint)
+    router = configure_router(model, cfg)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
+    try:
+        manifest = _write_bundle(model, ckpt, cfg, router, tmp, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def _write_bundle(model: RetrievalModel, ckpt: Checkpoint, cfg: OnnxConfig, router: dict, folder: Path,
+                  progress: Callable[[str], None] | None) -> Manifest:
+    contract = io_contract(model.config, cfg.max_batch, cfg.text_length)
+    examples = _examples(model, cfg.text_length)
+    graphs = contract_to_json(contract)
+    for name, module in graph_modules(model).items():
+        if progress:
+            progress(name)
+        spec = contract[name]
+        names = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
+        _export_graph(module, examples[name], names, folder / f"{name}.onnx", cfg)
+        graphs[name]["file"] = f"{name}.onnx"
+    vocab = ckpt.vocab
+    vocab.save(folder / "vocab.json")
+    tokenizer = {"vocab_file": "vocab.json", "max_length": cfg.text_length, **{
+        k: v for k, v in vocab.to_dict().items() if k in ("rules", "specials", "pad_id")}}
+    manifest = Manifest(
+        model={"family": model.config.family, "config_digest": model.config.digest(),
+               "config": model.config.to_dict()},
+        graphs=graphs, preprocess=preprocess_for(model).to_dict(), tokenizer=tokenizer,
+        precision="fp32", backend="onnxruntime", router=router,
+        build={"exporter": "torch.onnx (dynamo)", "opset": cfg.opset, **_versions()},
+        files=dict.fromkeys([f"{g}.onnx" for g in GRAPHS] + ["vocab.json"], ""))
+    manifest.save(folder)
+    return manifest

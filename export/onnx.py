@@ -3,7 +3,6 @@ as a bundle directory with its manifest."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import warnings
@@ -62,11 +61,7 @@ def configure_router(model: RetrievalModel, cfg: OnnxConfig) -> dict:
             raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
         return {}
     tau = model.config.router.tau if cfg.tau is None else cfg.tau
-    router = dataclasses.replace(model.config.router, tau=tau, conditional=cfg.router == "if" and tau > 0)
-    model.config = model.config.replace(router=router)
-    for layer in model.layers:
-        layer.cfg = router
-        layer.always_run = cfg.router == "dense"
+    router = model.set_router(always_run=cfg.router == "dense", tau=tau, conditional=cfg.router == "if" and tau > 0)
     form = "dense" if tau <= 0 else cfg.router
     return {"form": form, "tau": tau, "experts": list(router.experts), "layers": router.layers}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -154,10 +153,7 @@ def evaluate(checkpoints, dataset, data, split, tau, ema, batch_size, device, as
 def _set_tau(model, tau: float) -> None:
     if model.config.family != "amc":
         raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
-    router = dataclasses.replace(model.config.router, tau=tau)
-    model.config = model.config.replace(router=router)
-    for layer in model.layers:
-        layer.cfg = router
+    model.set_router(tau=tau)
 
 
 @click.command("ship")

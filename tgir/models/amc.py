@@ -9,6 +9,8 @@ with ``torch.cond`` so that the exported graph keeps the skip as ONNX ``If`` nod
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -110,6 +112,18 @@ class AMC(RetrievalModel):
         # text at 0 keeps AMC's behaviour for padded texts and makes queries batch-independent.
         pooled = masked_max(tokens, mask, fill=float("-inf")).clamp_min(0.0)  # [B, H]
         return (self.text_project(pooled),)  # [B, D]
+
+    def set_router(self, always_run: bool | None = None, **changes) -> RouterConfig:
+        """Change the router settings of a built model (e.g. ``tau``, ``conditional``) in its config
+        and in every routed layer; ``always_run`` selects the exporter's dense form. Returns the new
+        router config."""
+        router = dataclasses.replace(self.config.router, **changes)
+        self.config = self.config.replace(router=router)
+        for layer in self.layers:
+            layer.cfg = router
+            if always_run is not None:
+                layer.always_run = always_run
+        return router
 
     def compose_with_gates(self, tokens: torch.Tensor, s: torch.Tensor
                            ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:

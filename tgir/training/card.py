@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from tgir.data.registry import load_split
+from tgir.errors import TgirUserError
 from tgir.training.checkpoint import model_from_checkpoint, save_checkpoint
 from tgir.training.embed import evaluate_models
 
@@ -29,13 +30,6 @@ def machine() -> str:
     threads = torch.get_num_threads()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {threads} threads, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
-
-
-def _set_router(model, **changes) -> None:
-    router = dataclasses.replace(model.config.router, **changes)
-    model.config = model.config.replace(router=router)
-    for layer in getattr(model, "layers", []):
-        layer.cfg = router
 
 
 def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | None = None, split: str = "test",
@@ -57,7 +51,9 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     """
     model, ckpt = model_from_checkpoint(checkpoint)
     if tau is not None:
-        _set_router(model, tau=tau, conditional=tau > 0)
+        if model.config.family != "amc":
+            raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
+        model.set_router(tau=tau, conditional=tau > 0)
     if half:  # round the weights as they will be stored, so the card measures what ships
         with torch.no_grad():
             for t in model.state_dict().values():

@@ -79,7 +79,8 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
         "params": sum(p.numel() for p in model.parameters()),
         "config": run.to_dict(),
         "training": {"command": command, "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
-                     "wall_seconds": ckpt.state.get("train_seconds"), "best_val_R@1": ckpt.state.get("best"),
+                     "wall_seconds": ckpt.state.get("train_seconds"), "machine": ckpt.state.get("machine") or f"{machine()} (read when shipping; the run did not record one)",
+                     "best_val_R@1": ckpt.state.get("best"),
                      "history": ckpt.state.get("history")},
         "test": {"dataset": t.dataset, "split": split, **result},
         "measured_on": machine(),
@@ -104,7 +105,8 @@ def markdown_card(card: dict) -> str:
              f"- family: **{card['family']}**, {card['params'] / 1e6:.2f} M parameters, "
              f"`{card['file']}` ({card['file_mb']} MB, {card['weights_dtype']} weights)",
              f"- trained: {card['training']['epochs']} epochs, {card['training']['steps']} steps, "
-             f"{card['training']['wall_seconds']} s on {card['measured_on']}",
+             f"{card['training']['wall_seconds']} s on {card['training']['machine']}",
+             f"- test recall measured on: {card['measured_on']}",
              f"- command: `{card['training']['command']}`", f"- measured: {card['date']}", "",
              f"## {test['dataset']} {test['split']} ({test['queries']} queries)", "",
              "| | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),

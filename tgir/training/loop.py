@@ -19,6 +19,7 @@ from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
 from tgir.evaluate import evaluate_split
 from tgir.models.base import RetrievalModel, build_model
+from tgir.training.card import machine
 from tgir.training.checkpoint import load_checkpoint, load_state, save_checkpoint
 from tgir.training.config import RunConfig, TrainConfig
 from tgir.training.data import FeatureCache, GroupedBatchSampler, TripletIndexDataset, hold_out, make_collate
@@ -195,6 +196,7 @@ class Trainer:
                     break
             state["epoch"] = epoch + 1
             state["train_seconds"] = round(state.get("train_seconds", 0.0) + time.perf_counter() - epoch_start, 1)
+            state["machine"] = machine()
             self._end_epoch(state, cache)
         return state
 

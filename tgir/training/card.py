@@ -71,6 +71,7 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     result = evaluate_models([(model, ckpt.vocab)], test, device=device)
     run_dir = Path(checkpoint).parent
     command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").is_file() else None
+    unrecorded = f"{machine()} (read when shipping; the run did not record one)"
     card = {
         "name": name,
         "file": target.name,
@@ -79,7 +80,7 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
         "params": sum(p.numel() for p in model.parameters()),
         "config": run.to_dict(),
         "training": {"command": command, "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
-                     "wall_seconds": ckpt.state.get("train_seconds"), "machine": ckpt.state.get("machine") or f"{machine()} (read when shipping; the run did not record one)",
+                     "wall_seconds": ckpt.state.get("train_seconds"), "machine": ckpt.state.get("machine") or unrecorded,
                      "best_val_R@1": ckpt.state.get("best"),
                      "history": ckpt.state.get("history")},
         "test": {"dataset": t.dataset, "split": split, **result},

@@ -121,11 +121,12 @@ def _split_set(text: str) -> tuple[str, object]:
 @click.option("--split", default="test", show_default=True,
               help="Split to evaluate; 'holdout' = the run's validation hold-out of its training split.")
 @click.option("--tau", type=float, help="AMC: evaluate with this gate threshold (reports expert skip rates).")
+@click.option("--sweep-tau", "sweep", help="AMC: comma-separated taus, e.g. 0,0.01,0.02; images embedded once.")
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Use the EMA weights when present.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(checkpoints, dataset, data, split, tau, ema, batch_size, device, as_json) -> None:
+def evaluate(checkpoints, dataset, data, split, tau, sweep, ema, batch_size, device, as_json) -> None:
     """Evaluate one checkpoint (or an ensemble) under the dataset's protocol."""
     from tgir.data.registry import load_split
     from tgir.training.checkpoint import model_from_checkpoint
@@ -146,6 +147,18 @@ def evaluate(checkpoints, dataset, data, split, tau, ema, batch_size, device, as
     else:
         loaded = load_split(dataset or train_cfg.dataset, data or train_cfg.data, split,
                             **(train_cfg.options if not dataset or dataset == train_cfg.dataset else {}))
+    if sweep:
+        from tgir.training.embed import tau_sweep
+
+        if len(models) != 1:
+            raise TgirUserError("--sweep-tau takes one checkpoint")
+        try:
+            taus = [float(t) for t in sweep.split(",")]
+        except ValueError:
+            raise TgirUserError(f"--sweep-tau {sweep!r}: expected numbers separated by commas") from None
+        rows = tau_sweep(models[0][0], loaded, models[0][1], taus, batch_size, resolve_device(device))
+        click.echo(json.dumps(rows, indent=None if as_json else 2))
+        return
     result = evaluate_models(models, loaded, batch_size, resolve_device(device))
     click.echo(json.dumps(result, indent=None if as_json else 2))
 

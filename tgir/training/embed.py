@@ -3,6 +3,7 @@ evaluating it, for one model or an ensemble."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from tgir.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from tgir.data.records import RetrievalSplit
 from tgir.data.torch_datasets import ImageListDataset
+from tgir.errors import TgirUserError
 from tgir.evaluate import evaluate_split
 from tgir.models.base import RetrievalModel, l2norm
 from tgir.vocab import Vocabulary
@@ -84,6 +86,47 @@ def embed_split(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary,
         if progress:
             progress(done, total)
     return queries, gallery_rows[[slot[i] for i in gallery]]
+
+
+@torch.no_grad()
+def tau_sweep(model: RetrievalModel, split: RetrievalSplit, vocab: Vocabulary, taus: Sequence[float],
+              batch_size: int = 64, device: str = "cpu") -> list[dict]:
+    """AMC: recall and expert skip rates at several gate thresholds. Images are embedded once (tau
+    only affects the composer), then queries are composed once per tau.
+
+    Returns:
+        One ``{"tau", "R@K"..., "skip_rate"}`` entry per tau, in the given order.
+    """
+    if model.config.family != "amc":
+        raise TgirUserError(f"a tau sweep applies to AMC only; this model is {model.config.family!r}")
+    _, gallery = embed_split(model, dataclasses.replace(split, queries=[]), vocab, batch_size, device)
+    refs = sorted({q.ref for q in split.queries})
+    ref_split = dataclasses.replace(split, images=[split.images[i] for i in refs], queries=[])
+    _, tokens = _ref_tokens(model, ref_split, batch_size, device)
+    slot = {r: i for i, r in enumerate(refs)}
+    ids, lengths = vocab.encode_batch([q.text for q in split.queries])
+    (s,) = model.encode_text(torch.from_numpy(ids).to(device), torch.from_numpy(lengths).to(device))
+    ref_tokens = tokens[[slot[q.ref] for q in split.queries]].to(device)
+    results = []
+    for tau in taus:
+        model.set_router(tau=tau, conditional=False)
+        query, _, gates = model.compose_with_gates(ref_tokens, s)
+        result = evaluate_split(split, query.float().cpu().numpy(), gallery)
+        result["skip_rate"] = skip_rates([torch.stack(gates, 1).cpu()], model.config.router.experts)
+        results.append({"tau": tau, **result})
+    return results
+
+
+def _ref_tokens(model: RetrievalModel, images: RetrievalSplit, batch_size: int, device: str
+                ) -> tuple[np.ndarray, torch.Tensor]:
+    loader = DataLoader(ImageListDataset([r.path for r in images.images], preprocess_for(model)),
+                        batch_size=batch_size)
+    embs, toks = [], []
+    for batch, _ in loader:
+        emb, tok = model.encode_image(batch.to(device))
+        embs.append(emb.cpu())
+        toks.append(tok.cpu())
+    return torch.cat(embs).numpy(), torch.cat(toks)
 
 
 def skip_rates(gates: list[torch.Tensor], experts: tuple[str, ...]) -> dict:

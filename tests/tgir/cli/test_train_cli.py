@@ -45,6 +45,16 @@ def test_train_then_eval(run_file, tmp_path, capsys):
     assert holdout["queries"] == 36  # 2 of the 10 training reference images held out, 18 texts each
     metrics = json.loads((out / "metrics.json").read_text())
     assert holdout["R@1"] == metrics["history"][-1]["val"]["R@1"]
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--split", "holdout", "--sweep-tau", "0,0.5",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["tau"] for r in rows] == [0.0, 0.5]
+    assert rows[0]["R@1"] == holdout["R@1"]  # tau 0 is the dense model: same numbers as plain eval
+    assert rows[0]["skip_rate"]["overall"]["crn"] == 0.0
+    assert main(["eval", "--checkpoint", str(out / "best.pt"), "--split", "holdout", "--tau", "0.5",
+                 "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["R@1"] == rows[1]["R@1"] and single["routing"]["skip_rate"] == rows[1]["skip_rate"]
 
 
 def test_unknown_family_in_config(run_file, tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -264,56 +263,8 @@ def test_config_round_trip_rebuilds_the_same_model():
 # ---------------------------------------------------------------------------------------- ONNX
 
 
-class _Stage(nn.Module):
-    """One exported stage of a model (``encode_text`` or ``compose``) as a module."""
-
-    def __init__(self, model: nn.Module, method: str) -> None:
-        super().__init__()
-        self.model = model
-        self.method = method
-
-    def forward(self, *args: torch.Tensor):
-        return getattr(self.model, self.method)(*args)
-
-
-def export_and_check(model: nn.Module, method: str, names: list[str], outputs: list[str], example: tuple,
-                     dynamic: dict, cases: list[tuple], path) -> float:
-    """Export ``model.<method>`` with the dynamo exporter, run it in onnxruntime on ``cases``
-    (other batch sizes and lengths than the example) and compare with torch within 1e-4.
-    Returns the export time in seconds."""
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    stage = _Stage(model, method).eval()
-    start = time.perf_counter()
-    program = torch.onnx.export(stage, example, dynamo=True, input_names=names, output_names=outputs,
-                                dynamic_shapes={"args": tuple(dynamic[n] for n in names)})
-    program.save(str(path))
-    seconds = time.perf_counter() - start
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == outputs
-    for case in cases:
-        with torch.no_grad():
-            expected = stage(*case)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(None, {n: x.numpy() for n, x in zip(names, case, strict=True)})
-        assert len(got) == len(expected)
-        for g, e in zip(got, expected, strict=True):
-            assert g.shape == tuple(e.shape)
-            np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=0)
-    return seconds
-
-
-def _text_case(batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, length + 1, (batch,), generator=gen)
-    lengths[0] = length  # the longest text fills the padded width, as the vocabulary pads
-    ids = torch.randint(4, 20, (batch, length), generator=gen)
-    ids[torch.arange(length)[None, :] >= lengths[:, None]] = 0
-    return ids, lengths
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_onnx_export_matches_onnxruntime(variant, tmp_path):
+def test_onnx_export_matches_onnxruntime(variant, tmp_path, export_and_check, text_case):
     model = tiny_model(variant)
     batch, length = torch.export.Dim("batch", min=1, max=256), torch.export.Dim("length", min=1, max=64)
     with torch.no_grad():
@@ -321,17 +272,17 @@ def test_onnx_export_matches_onnxruntime(variant, tmp_path):
     # The text graph is exported at a fixed padded width: torch.export specialises nn.LSTM's time
     # axis once an LSTM has been exported in the process (pytorch/pytorch#115092), and a fixed width
     # is what TensorRT profiles want anyway. Actual lengths still vary inside that width.
-    text_cases = [_text_case(b, 5, seed=b * 10 + s) for b in (1, 3) for s in (1, 2)]
+    text_cases = [text_case(b, 5, seed=b * 10 + s) for b in (1, 3) for s in (1, 2)]
     seconds_text = export_and_check(
-        model, "encode_text", ["ids", "lengths"], list(model.text_outputs), _text_case(2, 5, seed=0),
+        model, "encode_text", ["ids", "lengths"], list(model.text_outputs), text_case(2, 5, seed=0),
         {"ids": {0: batch}, "lengths": {0: batch}}, text_cases, tmp_path / "text.onnx")
-    text_cases = [_text_case(b, n, seed=b * 10 + n) for b in (1, 3) for n in (2, 5)]
+    text_cases = [text_case(b, n, seed=b * 10 + n) for b in (1, 3) for n in (2, 5)]
     compose_cases = []
     for ids, lengths in text_cases:
         with torch.no_grad():
             compose_cases.append((tokens[: len(ids)], *model.encode_text(ids, lengths)))
     with torch.no_grad():
-        example = (tokens[:2], *model.encode_text(*_text_case(2, 3, seed=0)))
+        example = (tokens[:2], *model.encode_text(*text_case(2, 3, seed=0)))
     seconds_compose = export_and_check(
         model, "compose", ["tokens", "text_tokens", "text_mask"], ["query"], example,
         {"tokens": {0: batch}, "text_tokens": {0: batch, 1: length}, "text_mask": {0: batch, 1: length}},

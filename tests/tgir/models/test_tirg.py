@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -174,54 +173,7 @@ def test_config_round_trip_rebuilds_the_same_model():
         torch.testing.assert_close(rebuilt(images(3, 8), *texts()), model(images(3, 8), *texts()))
 
 
-class _Stage(nn.Module):
-    """One exported stage of a model (``encode_text`` or ``compose``) as a module."""
-
-    def __init__(self, model: nn.Module, method: str) -> None:
-        super().__init__()
-        self.model = model
-        self.method = method
-
-    def forward(self, *args: torch.Tensor):
-        return getattr(self.model, self.method)(*args)
-
-
-def export_and_check(model: nn.Module, method: str, names: list[str], outputs: list[str], example: tuple,
-                     dynamic: dict, cases: list[tuple], path) -> float:
-    """Export ``model.<method>`` with the dynamo exporter, run it in onnxruntime on ``cases`` and
-    compare with torch within 1e-4. Returns the export time in seconds."""
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    stage = _Stage(model, method).eval()
-    torch._dynamo.reset()
-    start = time.perf_counter()
-    program = torch.onnx.export(stage, example, dynamo=True, input_names=names, output_names=outputs,
-                                dynamic_shapes={"args": tuple(dynamic[n] for n in names)})
-    program.save(str(path))
-    seconds = time.perf_counter() - start
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == outputs
-    for case in cases:
-        with torch.no_grad():
-            expected = stage(*case)
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(None, {n: x.numpy() for n, x in zip(names, case, strict=True)})
-        for g, e in zip(got, expected, strict=True):
-            assert g.shape == tuple(e.shape)
-            np.testing.assert_allclose(g, e.numpy(), atol=1e-4, rtol=0)
-    return seconds
-
-
-def _text_case(batch: int, length: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(1, length + 1, (batch,), generator=gen)
-    lengths[0] = length
-    ids = torch.randint(4, 20, (batch, length), generator=gen)
-    ids[torch.arange(length)[None, :] >= lengths[:, None]] = 0
-    return ids, lengths
-
-
-def test_onnx_export_matches_onnxruntime(tmp_path):
+def test_onnx_export_matches_onnxruntime(tmp_path, export_and_check, text_case):
     model = tiny_model()
     batch = torch.export.Dim("batch", max=256)
     with torch.no_grad():
@@ -229,14 +181,14 @@ def test_onnx_export_matches_onnxruntime(tmp_path):
     # The text graph is exported at a fixed padded width: torch.export specialises nn.LSTM's time
     # axis once an LSTM has been exported in the process (pytorch/pytorch#115092), and a fixed width
     # is what TensorRT profiles want anyway. Actual lengths still vary inside that width.
-    text_cases = [_text_case(b, 5, seed=b * 10 + s) for b in (1, 3) for s in (1, 2)]
+    text_cases = [text_case(b, 5, seed=b * 10 + s) for b in (1, 3) for s in (1, 2)]
     seconds_text = export_and_check(
-        model, "encode_text", ["ids", "lengths"], list(model.text_outputs), _text_case(2, 5, seed=0),
+        model, "encode_text", ["ids", "lengths"], list(model.text_outputs), text_case(2, 5, seed=0),
         {"ids": {0: batch}, "lengths": {0: batch}}, text_cases, tmp_path / "text.onnx")
-    text_cases = [_text_case(b, n, seed=b * 10 + n) for b in (1, 3) for n in (2, 5)]
+    text_cases = [text_case(b, n, seed=b * 10 + n) for b in (1, 3) for n in (2, 5)]
     with torch.no_grad():
-        compose_cases = [(tokens[:b], model.encode_text(*_text_case(b, 4, seed=b))[0]) for b in (1, 3)]
-        example = (tokens[:2], model.encode_text(*_text_case(2, 3, seed=0))[0])
+        compose_cases = [(tokens[:b], model.encode_text(*text_case(b, 4, seed=b))[0]) for b in (1, 3)]
+        example = (tokens[:2], model.encode_text(*text_case(2, 3, seed=0))[0])
     seconds_compose = export_and_check(
         model, "compose", ["tokens", "text_features"], ["query"], example,
         {"tokens": {0: batch}, "text_features": {0: batch}}, compose_cases, tmp_path / "compose.onnx")

@@ -31,7 +31,8 @@ setup(
     packages=_packages(),
     package_dir={"tgir": "tgir", **{f"tgir.{k}": v for k, v in STAGES.items()}},
     include_package_data=True,
-    package_data={"tgir.runtime": ["include/*.h", "src/*", "CMakeLists.txt", "examples/*"]},
+    package_data={"tgir.runtime": ["include/*.h", "src/*", "CMakeLists.txt", "examples/*"],
+                  "tgir.export": ["trt_operators_*.json"]},
     install_requires=[
         # Pinned: a CPU build of this release is on local disk; a range pulls a multi-GB CUDA build.
         "torch==2.13.0",

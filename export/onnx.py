@@ -10,17 +10,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnxscript.optimizer
 import torch
 from tgir.export.graphs import graph_modules
 
 from tgir.errors import TgirUserError
-from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract
+from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract, sha256
 from tgir.models.base import RetrievalModel
 from tgir.training.checkpoint import Checkpoint, model_from_checkpoint
 from tgir.training.embed import preprocess_for
 
 OPSETS = range(18, 24)  # what the dynamo exporter emits and ONNX Runtime 1.2x+ runs
 ROUTER_FORMS = ("if", "dense")
+FOLD_LIMIT = 1 << 28  # elements: fold constant expressions of any size a model of ours holds
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], 
         program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=names[0], output_names=names[1],
                                     opset_version=cfg.opset, dynamic_shapes=tuple({0: batch} for _ in args),
                                     verbose=False)
+    # The exporter's own pass leaves large constant sub-expressions (e.g. the LSTM's gate-reordering
+    # slices of its weights) unfolded; fold them all so TensorRT and ORT get plain initialisers.
+    onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
     program.save(str(path))
 
 
@@ -117,7 +122,8 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxC
     except OSError as err:
         raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
     try:
-        manifest = _write_bundle(model, ckpt, cfg, router, tmp, progress)
+        source = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256(checkpoint)}
+        manifest = _write_bundle(model, ckpt, cfg, router, tmp, progress, source)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -127,7 +133,7 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxC
 
 
 def _write_bundle(model: RetrievalModel, ckpt: Checkpoint, cfg: OnnxConfig, router: dict, folder: Path,
-                  progress: Callable[[str], None] | None) -> Manifest:
+                  progress: Callable[[str], None] | None, source: dict) -> Manifest:
     contract = io_contract(model.config, cfg.max_batch, cfg.text_length)
     examples = _examples(model, cfg.text_length)
     graphs = contract_to_json(contract)
@@ -144,7 +150,7 @@ def _write_bundle(model: RetrievalModel, ckpt: Checkpoint, cfg: OnnxConfig, rout
         k: v for k, v in vocab.to_dict().items() if k in ("rules", "specials", "pad_id")}}
     manifest = Manifest(
         model={"family": model.config.family, "config_digest": model.config.digest(),
-               "config": model.config.to_dict()},
+               "config": model.config.to_dict(), **source},
         graphs=graphs, preprocess=preprocess_for(model).to_dict(), tokenizer=tokenizer,
         precision="fp32", backend="onnxruntime", router=router,
         build={"exporter": "torch.onnx (dynamo)", "opset": cfg.opset, **_versions()},

@@ -103,7 +103,8 @@ class Manifest:
     """What a bundle directory holds; ``manifest.json`` is its serialised form.
 
     Attributes:
-        model: ``{"family", "config_digest", "config"}``.
+        model: ``{"family", "config_digest", "config"}``, plus ``"checkpoint"`` and
+            ``"checkpoint_sha256"`` of the source checkpoint when exported from one.
         graphs: Graph name -> ``{"file", "inputs", "outputs", "dynamic"}``.
         preprocess: The image contract (``tgir.data.images.Preprocess.to_dict()``).
         tokenizer: ``{"vocab_file", "max_length", "pad_id", "specials", "rules"}``.

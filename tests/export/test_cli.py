@@ -31,8 +31,10 @@ def test_onnx_then_check(tiny, tmp_path, capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["router"]["form"] == "if" and out["graphs"]["composer"]["if_nodes"] == 6
-    assert main(["check", str(tmp_path / "b"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert out["ok"] and out["parity"]["top10_identical"] == out["parity"]["queries"] == 63
+    assert main(["check", str(tmp_path / "b"), "--json", "--tensorrt", "none"]) == 0  # parity: the recorded checkpoint
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["parity"]["problems"] == []
     graph = tmp_path / "b" / "composer.onnx"
     graph.write_bytes(graph.read_bytes()[:-10])
     assert main(["check", str(tmp_path / "b")]) == 1

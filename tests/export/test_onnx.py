@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tgir.export.check import check_graphs, hygiene
 from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
 
 from tgir.errors import TgirUserError
@@ -45,11 +46,14 @@ def _if_nodes(path) -> int:
     return sum(n.op_type == "If" for n in onnx.load(str(path)).graph.node)
 
 
-def _inputs(batch, seed=0):
+def _inputs(batch, seed=0, length=None):
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, 64, 64, generator=g)
     lengths = torch.randint(1, TEXT_LENGTH + 1, (batch,), generator=g)
-    lengths[0] = TEXT_LENGTH
+    lengths[0] = TEXT_LENGTH  # the longest text and the shortest in every batch
+    lengths[-1] = 1
+    if length is not None:
+        lengths[:] = length
     ids = torch.randint(4, 20, (batch, TEXT_LENGTH), generator=g)
     ids[torch.arange(TEXT_LENGTH)[None] >= lengths[:, None]] = 0
     return images, ids, lengths
@@ -72,8 +76,9 @@ def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs):
         for layer in model.layers:
             layer.cfg = router_cfg
     image, text, composer = (_session(folder, g) for g in ("image_encoder", "text_encoder", "composer"))
-    for batch in (1, 3):
-        images, ids, lengths = _inputs(batch, seed=batch)
+    assert check_graphs(folder).ok  # checker, shape inference, hygiene, TensorRT lint
+    for batch, length in ((1, 1), (1, TEXT_LENGTH), (7, None)):
+        images, ids, lengths = _inputs(batch, seed=batch, length=length)
         with torch.no_grad():
             gallery, tokens = model.encode_image(images)
             feats = model.encode_text(ids, lengths)
@@ -128,3 +133,35 @@ def test_failed_export_leaves_nothing_behind(tiny, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="exporter crashed"):
         onnx_from_checkpoint(_checkpoint(tiny, tmp_path), tmp_path / "out" / "bundle")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_parity_on_css2d_samples(tiny, tmp_path, tiny_css2d):
+    from tgir.export.parity import parity
+
+    ckpt = _checkpoint(tiny, tmp_path)
+    onnx_from_checkpoint(ckpt, tmp_path / "b", OnnxConfig(tau=0.5, max_batch=8, text_length=TEXT_LENGTH))
+    result = parity(tmp_path / "b", ckpt, tiny_css2d, queries=20, gallery=60, batch=7)
+    assert result["problems"] == [] and result["top10_identical"] == 20 and result["queries"] == 20
+    assert result["query_max_abs"] <= 1e-4 and result["gallery"] == 60
+    # A composer whose weights drifted after export: parity must fail and say where.
+    graph = tmp_path / "b" / "composer.onnx"
+    model = onnx.load(str(graph))
+    for weight in model.graph.initializer:
+        values = onnx.numpy_helper.to_array(weight)
+        if values.dtype == np.float32 and values.ndim == 2:
+            weight.CopyFrom(onnx.numpy_helper.from_array(values * 1.05, weight.name))
+    onnx.save(model, str(graph))
+    Manifest.load(tmp_path / "b", verify=False).save(tmp_path / "b")
+    result = parity(tmp_path / "b", ckpt, tiny_css2d, queries=20, gallery=60, batch=7)
+    assert any(p.startswith("query embeddings: max abs diff") for p in result["problems"]), result
+    other = _checkpoint(tiny, tmp_path, "tirg")
+    with pytest.raises(TgirUserError, match="model config differs"):
+        parity(tmp_path / "b", other, tiny_css2d)
+
+
+def test_graphs_are_folded_and_clean(tiny, tmp_path):
+    onnx_from_checkpoint(_checkpoint(tiny, tmp_path, "itma"), tmp_path / "b",
+                         OnnxConfig(max_batch=4, text_length=TEXT_LENGTH))
+    for graph in ("image_encoder", "text_encoder", "composer"):
+        facts = hygiene(onnx.load(str(tmp_path / "b" / f"{graph}.onnx")))
+        assert facts == {"dead_nodes": [], "unfolded_constants": [], "training_ops": []}, graph

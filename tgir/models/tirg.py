@@ -41,7 +41,9 @@ def last_valid(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     A gather, not Python indexing, so it exports with dynamic batch and length; lengths are
     clamped to ``[1, L]`` so a malformed length cannot index out of range.
     """
-    index = (lengths.clamp(1, tokens.shape[1]) - 1).long()  # [B]
+    # min/max rather than clamp: ONNX Clip on int64 is not in TensorRT's parser; Min/Max are.
+    upper = torch.full_like(lengths, tokens.shape[1])
+    index = (torch.minimum(torch.maximum(lengths, torch.ones_like(lengths)), upper) - 1).long()  # [B]
     index = index[:, None, None].expand(-1, 1, tokens.shape[2])  # [B, 1, H]
     return tokens.gather(1, index).squeeze(1)  # [B, H]
 

@@ -125,14 +125,15 @@ def test_training_steps_lower_the_loss(tiny):
     images, ids, lengths = _inputs(b=4)
     targets = torch.roll(images, 1, 0) * 0.5
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    first = None
-    for _ in range(25):
+    losses = []
+    for _ in range(40):
         loss = model.loss(images, ids, lengths, targets)["loss"]
-        first = first if first is not None else loss.item()
+        losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.5 * first
+    # Adam on a 4-sample batch spikes now and then: judge the last steps together, not one step.
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
 
 
 def test_query_does_not_depend_on_batch_padding(tiny):

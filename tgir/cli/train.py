@@ -97,7 +97,8 @@ def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, s
             run = replace_path(run, path, value)
     report, close = _progress_reporter()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "command.txt").write_text(" ".join(["tgir", *sys.argv[1:]]) + "\n")
+    with open(Path(out_dir) / "command.txt", "a") as log:  # one line per invocation: resumes add theirs
+        log.write(" ".join(["tgir", *sys.argv[1:]]) + "\n")
     try:
         state = Trainer(run, out_dir, report).fit(resume=resume)
     finally:

@@ -70,7 +70,8 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     test = load_split(t.dataset, data or t.data, split, **t.options)
     result = evaluate_models([(model, ckpt.vocab)], test, device=device)
     run_dir = Path(checkpoint).parent
-    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").is_file() else None
+    lines = (run_dir / "command.txt").read_text().split("\n") if (run_dir / "command.txt").is_file() else []
+    command = " ; then ".join(line.strip() for line in lines if line.strip()) or None  # resumes follow the start
     unrecorded = f"{machine()} (read when shipping; the run did not record one)"
     card = {
         "name": name,

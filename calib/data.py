@@ -1,0 +1,116 @@
+"""Calibration data: N real samples (reference image, text, target image) streamed from any supported
+dataset through the bundle's own preprocessing and tokenizer, as the deployed runtime would see them.
+
+Samples come from the *training* split by default (calibrating on the test split would tune on it),
+chosen with a seeded generator so a calibration is reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tgir.data.images import Preprocess, load_image
+from tgir.data.registry import DATASETS, load_split
+from tgir.errors import TgirUserError, unknown_choice
+from tgir.manifest import Manifest
+from tgir.vocab import UNK, Vocabulary
+
+MIN_SAMPLES = 32
+MAX_UNKNOWN = 0.5  # share of unknown words above which the dataset does not match the vocabulary
+
+
+@dataclass(frozen=True)
+class CalibData:
+    """Where calibration samples come from.
+
+    Attributes:
+        dataset: Dataset format (``tgir.data.registry.DATASETS``).
+        data: Dataset root folder.
+        split: Split to draw from (default: train; never tune on test).
+        samples: Number of queries drawn (each brings a reference and a target image).
+        seed: Seed of the draw.
+        batch: Samples per batch handed to the model.
+        options: Loader settings, e.g. ``{"category": "dress"}``.
+    """
+
+    dataset: str
+    data: str
+    split: str = "train"
+    samples: int = 512
+    seed: int = 0
+    batch: int = 16
+    options: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise unknown_choice("dataset", self.dataset, sorted(DATASETS))
+        if self.samples < MIN_SAMPLES:
+            raise TgirUserError(f"too few calibration samples ({self.samples}); use at least {MIN_SAMPLES} "
+                                "(512 is a good default)")
+        if self.batch < 1:
+            raise TgirUserError(f"batch must be >= 1, got {self.batch}")
+
+
+@dataclass
+class CalibBatch:
+    """One batch: ``references``/``targets`` ``[B, 3, S, S]`` float32, ``ids`` ``[B, L]`` and ``lengths``
+    ``[B]`` int64 (padded to the bundle's fixed text length)."""
+
+    references: np.ndarray
+    targets: np.ndarray
+    ids: np.ndarray
+    lengths: np.ndarray
+
+
+def bundle_inputs(folder: str | Path) -> tuple[Manifest, Preprocess, Vocabulary]:
+    """The manifest, preprocessing and vocabulary of an FP32 bundle, checked for calibration."""
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    if manifest.precision != "fp32":
+        raise TgirUserError(f"{folder}: bundle is already {manifest.precision}; calibrate its fp32 export instead")
+    fields = {k: v for k, v in manifest.preprocess.items() if k in ("size", "resize", "mean", "std")}
+    prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    side = manifest.graphs["image_encoder"]["inputs"][0]["shape"][-1]
+    if prep.size != side:
+        raise TgirUserError(f"{folder}: preprocessing makes {prep.size} px images but the image graph takes {side} px")
+    vocab = Vocabulary.load(folder / manifest.tokenizer["vocab_file"])
+    return manifest, prep, vocab
+
+
+def calibration_batches(folder: str | Path, cfg: CalibData,
+                        progress: Callable[[int, int], None] | None = None) -> Iterator[CalibBatch]:
+    """Stream ``cfg.samples`` samples in batches, checked against the bundle first.
+
+    Raises:
+        TgirUserError: Too few queries in the split, texts whose words the bundle's vocabulary mostly
+            does not know (another dataset), or a bundle that is not fp32.
+    """
+    manifest, prep, vocab = bundle_inputs(folder)
+    split = load_split(cfg.dataset, cfg.data, cfg.split, **dict(cfg.options))
+    usable = [q for q in split.queries if q.target >= 0]
+    if len(usable) < cfg.samples:
+        raise TgirUserError(f"{cfg.data}: {cfg.split} split has {len(usable)} queries with a target image; "
+                            f"asked for {cfg.samples} calibration samples")
+    chosen = [usable[i] for i in np.random.default_rng(cfg.seed).choice(len(usable), cfg.samples, replace=False)]
+    length = manifest.tokenizer["max_length"]
+    encoded = [vocab.encode(q.text)[:length] for q in chosen]
+    unknown = sum(ids.count(UNK) for ids in encoded) / max(sum(len(ids) for ids in encoded), 1)
+    if unknown > MAX_UNKNOWN:
+        raise TgirUserError(f"{cfg.data}: {unknown:.0%} of the calibration texts' words are unknown to the "
+                            f"bundle's vocabulary; is this the dataset the model was trained on?")
+    steps = range(0, len(chosen), cfg.batch)
+    for n, start in enumerate(steps, 1):
+        part = range(start, min(start + cfg.batch, len(chosen)))
+        ids = np.zeros((len(part), length), np.int64)
+        for row, i in enumerate(part):
+            ids[row, : len(encoded[i])] = encoded[i]
+        yield CalibBatch(
+            references=np.stack([prep(load_image(split.images[chosen[i].ref].path)) for i in part]),
+            targets=np.stack([prep(load_image(split.images[chosen[i].target].path)) for i in part]),
+            ids=ids, lengths=np.array([len(encoded[i]) for i in part], np.int64))
+        if progress:
+            progress(n, len(steps))

@@ -17,8 +17,9 @@ from tgir.export.graphs import graph_modules
 from tgir.errors import TgirUserError
 from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract, sha256
 from tgir.models.base import RetrievalModel
-from tgir.training.checkpoint import Checkpoint, model_from_checkpoint
+from tgir.training.checkpoint import model_from_checkpoint
 from tgir.training.embed import preprocess_for
+from tgir.vocab import Vocabulary
 
 OPSETS = range(18, 24)  # what the dynamo exporter emits and ONNX Runtime 1.2x+ runs
 ROUTER_FORMS = ("if", "dense")
@@ -103,15 +104,32 @@ def _versions() -> dict:
 
 def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxConfig = OnnxConfig(),
                          overwrite: bool = False, progress: Callable[[str], None] | None = None) -> Manifest:
-    """Export a checkpoint's three graphs to ONNX and write a bundle directory.
-
-    The bundle is assembled in a temporary folder beside ``out_dir`` and renamed into place, so a
-    failed export never leaves a half-written bundle.
+    """Export a checkpoint's three graphs to ONNX and write a bundle directory (see ``onnx_from_model``).
 
     Returns:
         The written manifest.
     """
     model, ckpt = model_from_checkpoint(checkpoint)
+    source = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256(checkpoint)}
+    return onnx_from_model(model, ckpt.vocab, out_dir, cfg, overwrite, progress, source)
+
+
+def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Path, cfg: OnnxConfig = OnnxConfig(),
+                    overwrite: bool = False, progress: Callable[[str], None] | None = None,
+                    source: dict | None = None, precision: str = "fp32", build: dict | None = None) -> Manifest:
+    """Export a model's three graphs to ONNX and write a bundle directory.
+
+    The bundle is assembled in a temporary folder beside ``out_dir`` and renamed into place, so a
+    failed export never leaves a half-written bundle.
+
+    Args:
+        source: Facts about where the model came from (checkpoint path and hash) for the manifest.
+        precision: What the graphs compute in (``"fp32"``; ``"int8"`` for a Q/DQ model).
+        build: Extra build facts for the manifest (e.g. calibration settings).
+
+    Returns:
+        The written manifest.
+    """
     router = configure_router(model, cfg)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
@@ -122,8 +140,8 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxC
     except OSError as err:
         raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
     try:
-        source = {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": sha256(checkpoint)}
-        manifest = _write_bundle(model, ckpt, cfg, router, tmp, progress, source)
+        manifest = _write_bundle(model, vocab, cfg, router, tmp, progress,
+                                 {"source": source or {}, "precision": precision, "build": build or {}})
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -132,8 +150,8 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxC
     return manifest
 
 
-def _write_bundle(model: RetrievalModel, ckpt: Checkpoint, cfg: OnnxConfig, router: dict, folder: Path,
-                  progress: Callable[[str], None] | None, source: dict) -> Manifest:
+def _write_bundle(model: RetrievalModel, vocab: Vocabulary, cfg: OnnxConfig, router: dict, folder: Path,
+                  progress: Callable[[str], None] | None, facts: dict) -> Manifest:
     contract = io_contract(model.config, cfg.max_batch, cfg.text_length)
     examples = _examples(model, cfg.text_length)
     graphs = contract_to_json(contract)
@@ -144,16 +162,15 @@ def _write_bundle(model: RetrievalModel, ckpt: Checkpoint, cfg: OnnxConfig, rout
         names = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
         _export_graph(module, examples[name], names, folder / f"{name}.onnx", cfg)
         graphs[name]["file"] = f"{name}.onnx"
-    vocab = ckpt.vocab
     vocab.save(folder / "vocab.json")
     tokenizer = {"vocab_file": "vocab.json", "max_length": cfg.text_length, **{
         k: v for k, v in vocab.to_dict().items() if k in ("rules", "specials", "pad_id")}}
     manifest = Manifest(
         model={"family": model.config.family, "config_digest": model.config.digest(),
-               "config": model.config.to_dict(), **source},
+               "config": model.config.to_dict(), **facts["source"]},
         graphs=graphs, preprocess=preprocess_for(model).to_dict(), tokenizer=tokenizer,
-        precision="fp32", backend="onnxruntime", router=router,
-        build={"exporter": "torch.onnx (dynamo)", "opset": cfg.opset, **_versions()},
+        precision=facts["precision"], backend="onnxruntime", router=router,
+        build={"exporter": "torch.onnx (dynamo)", "opset": cfg.opset, **_versions(), **facts["build"]},
         files=dict.fromkeys([f"{g}.onnx" for g in GRAPHS] + ["vocab.json"], ""))
     manifest.save(folder)
     return manifest

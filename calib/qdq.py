@@ -105,9 +105,11 @@ class QuantInput(nn.Module):
         x = _QD.dequantize_per_tensor(_QD.quantize_per_tensor(x, scale, zp, qmin, qmax, dtype),
                                       scale, zp, qmin, qmax, dtype)
         w = self.inner.weight
-        q = self.w_qmax
-        w = _QD.dequantize_per_channel(_QD.quantize_per_channel(w, self.w_scale, self.w_zero, 0, -q, q, torch.int8),
-                                       self.w_scale, self.w_zero, 0, -q, q, torch.int8)
+        # The scale alone keeps |w / scale| <= w_qmax; declaring int8's full range keeps the exporter
+        # from adding an int8 Clip (which TensorRT's parser rejects).
+        w = _QD.dequantize_per_channel(_QD.quantize_per_channel(w, self.w_scale, self.w_zero, 0, -128, 127,
+                                                                torch.int8),
+                                       self.w_scale, self.w_zero, 0, -128, 127, torch.int8)
         if isinstance(self.inner, nn.Linear):
             return F.linear(x, w, self.inner.bias)
         return self.inner._conv_forward(x, w, self.inner.bias)
@@ -155,3 +157,32 @@ def calibrate(model: nn.Module, wrappers: list[QuantInput], batches: Iterable, c
         w.set_weight_scales(cfg.weight_qmax)
     set_mode(wrappers, "quant")
     return ranges
+
+
+def model_forward(model: nn.Module, batch) -> None:
+    """Run a retrieval model the way the three graphs will: references and targets through the image
+    encoder, texts through the text encoder, the composer on the references' tokens.
+
+    ``batch`` is a ``tgir.calib.data.CalibBatch``.
+    """
+    _, tokens = model.encode_image(torch.from_numpy(batch.references))
+    model.encode_image(torch.from_numpy(batch.targets))
+    text = model.encode_text(torch.from_numpy(batch.ids), torch.from_numpy(batch.lengths))
+    model.compose(tokens, *text)
+
+
+def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig) -> dict[str, Range]:
+    """Prepare, calibrate and switch ``model`` to fake-quantized mode, in place.
+
+    AMC's router is set to run every expert while observing (each expert's inputs get a range even
+    if the threshold would skip it on the calibration data) and restored afterwards.
+    """
+    router = getattr(model.config, "router", None) if model.config.family == "amc" else None
+    if router is not None:
+        model.set_router(tau=0.0, conditional=False)
+    wrappers = prepare(model, cfg)
+    try:
+        return calibrate(model, wrappers, batches, cfg, model_forward)
+    finally:
+        if router is not None:
+            model.set_router(tau=router.tau, conditional=router.conditional)

@@ -61,7 +61,8 @@ def hygiene(model: onnx.ModelProto) -> dict:
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant"
                                                        for o in n.output}
     dead = [n.name for n in _walk(graph) if n.output and not any(o in used for o in n.output if o)]
-    foldable = [n.name for n in graph.node if n.op_type != "Constant" and n.input and not any(
+    # QuantizeLinear on a float weight is the Q/DQ weight form TensorRT and ONNX Runtime expect.
+    foldable = [n.name for n in graph.node if n.op_type not in ("Constant", "QuantizeLinear") and n.input and not any(
         a.type == onnx.AttributeProto.GRAPH for a in n.attribute) and all(i in constants for i in n.input if i)]
     training = [n.name for n in _walk(graph) if n.op_type in TRAINING_OPS or "training" in n.domain]
     return {"dead_nodes": dead, "unfolded_constants": foldable, "training_ops": training}
@@ -115,7 +116,7 @@ def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data:
     if not parity:
         return report
     if checkpoint is None:
-        checkpoint, why = _recorded_checkpoint(Manifest.load(folder, verify=False))
+        checkpoint, why = recorded_checkpoint(Manifest.load(folder, verify=False))
         if checkpoint is None:
             report.parity = {"skipped": why}
             return report
@@ -126,7 +127,7 @@ def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data:
     return report
 
 
-def _recorded_checkpoint(manifest: Manifest) -> tuple[str | None, str]:
+def recorded_checkpoint(manifest: Manifest) -> tuple[str | None, str]:
     from tgir.manifest import sha256
 
     path = manifest.model.get("checkpoint")

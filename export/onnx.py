@@ -10,8 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import onnxscript.optimizer
 import torch
+from tgir.export.cleanup import drop_noop_int_clips
 from tgir.export.graphs import graph_modules
 
 from tgir.errors import TgirUserError
@@ -93,6 +95,9 @@ def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], 
     # slices of its weights) unfolded; fold them all so TensorRT and ORT get plain initialisers.
     onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
     program.save(str(path))
+    model = onnx.load(str(path))
+    if drop_noop_int_clips(model):
+        onnx.save(model, str(path))
 
 
 def _versions() -> dict:

@@ -1,0 +1,56 @@
+"""fp32 bundle -> INT8 Q/DQ bundle: calibrate the source model in PyTorch on real samples, export
+the fake-quantized model with the same I/O contract, router form and tau."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tgir.calib.data import CalibData, bundle_inputs, calibration_batches
+from tgir.calib.qdq import QuantConfig, quantize_model
+from tgir.export.check import recorded_checkpoint
+from tgir.export.onnx import OnnxConfig, onnx_from_model
+
+from tgir.errors import TgirUserError
+from tgir.manifest import Manifest, sha256
+from tgir.training.checkpoint import model_from_checkpoint
+
+
+def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibData, cfg: QuantConfig,
+                          checkpoint: str | Path | None = None, overwrite: bool = False,
+                          progress: Callable[[str, int, int], None] | None = None) -> tuple[Manifest, dict]:
+    """Calibrate the fp32 ``bundle``'s model on ``data`` and write an INT8 Q/DQ bundle to ``out_dir``.
+
+    Args:
+        checkpoint: The bundle's source checkpoint (default: the one its manifest names).
+
+    Returns:
+        The new manifest and the calibrated ranges (module name -> ``Range``).
+    """
+    manifest, _, vocab = bundle_inputs(bundle)
+    if checkpoint is None:
+        checkpoint, why = recorded_checkpoint(manifest)
+        if checkpoint is None:
+            raise TgirUserError(f"{bundle}: {why}")
+    model, _ = model_from_checkpoint(checkpoint)
+    router = manifest.router
+    onnx_cfg = OnnxConfig(tau=router.get("tau"), router=router.get("form", "if") if router.get("tau") else "if",
+                          opset=manifest.build.get("opset", 18),
+                          max_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][-1],
+                          text_length=manifest.tokenizer["max_length"])
+    if router:  # the settings the bundle was exported with, so the config digest matches
+        model.set_router(tau=router["tau"], conditional=router["form"] == "if")
+    if model.config.digest() != manifest.model["config_digest"]:
+        raise TgirUserError(f"{checkpoint}: not the model {bundle} was exported from (config differs)")
+    batches = calibration_batches(bundle, data, progress=lambda d, n: progress and progress("calibrating", d, n))
+    ranges = quantize_model(model, batches, cfg)
+    facts = {"quantization": {"flavour": cfg.flavour, "method": cfg.method, "percentile": cfg.percentile,
+                              "weights": f"int8 per channel, [-{cfg.weight_qmax}, {cfg.weight_qmax}]",
+                              "keep": list(cfg.keep), "tensors": len(ranges), "samples": data.samples,
+                              "seed": data.seed, "dataset": data.dataset, "split": data.split},
+             "source_bundle_sha256": sha256(Path(bundle) / "manifest.json")}
+    source = {k: manifest.model[k] for k in ("checkpoint", "checkpoint_sha256") if k in manifest.model}
+    new = onnx_from_model(model, vocab, out_dir, onnx_cfg, overwrite,
+                          progress=lambda g: progress and progress(f"exporting {g}", 0, 0), source=source,
+                          precision="int8", build=facts)
+    return new, ranges

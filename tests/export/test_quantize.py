@@ -1,0 +1,58 @@
+"""fp32 bundle -> INT8 Q/DQ bundle: calibrated on CSS-2D samples, Q/DQ inside the experts' If
+branches, the same contract, runnable on ONNX Runtime; a quantized bundle is not quantized again."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from tgir.calib.data import CalibData
+from tgir.calib.qdq import QuantConfig
+from tgir.export.check import check_graphs
+from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
+from tgir.export.quantize import quantized_from_bundle
+
+from tgir.data.registry import load_split
+from tgir.errors import TgirUserError
+from tgir.manifest import Manifest
+from tgir.models.base import build_model
+from tgir.training.checkpoint import save_checkpoint
+from tgir.training.config import RunConfig
+from tgir.vocab import Vocabulary
+
+
+@pytest.fixture
+def fp32_bundle(tiny, tmp_path, tiny_css2d):
+    torch.manual_seed(0)
+    cfg = tiny("amc")
+    vocab = Vocabulary.build(q.text for q in load_split("css2d", tiny_css2d, "train").queries)
+    cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": len(vocab)}))
+    save_checkpoint(tmp_path / "m.pt", RunConfig(cfg), vocab, build_model(cfg))
+    onnx_from_checkpoint(tmp_path / "m.pt", tmp_path / "fp32", OnnxConfig(tau=0.4, max_batch=8, text_length=8))
+    return tmp_path / "fp32"
+
+
+@pytest.mark.parametrize("flavour", ["tensorrt", "cpu"])
+def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
+    data = CalibData("css2d", str(tiny_css2d), samples=32, batch=16)
+    manifest, ranges = quantized_from_bundle(fp32_bundle, tmp_path / flavour, data,
+                                             QuantConfig(flavour=flavour, method="percentile"))
+    assert manifest.precision == "int8" and manifest.build["quantization"]["flavour"] == flavour
+    assert manifest.router == Manifest.load(fp32_bundle).router
+    assert any(name.startswith("layers.0.experts.2") for name in ranges)  # CRN, inside an If
+    composer = onnx.load(str(tmp_path / flavour / "composer.onnx"))
+    branch_ops = [n.op_type for node in composer.graph.node if node.op_type == "If" for a in node.attribute
+                  for n in a.g.node]
+    assert "DequantizeLinear" in branch_ops and "QuantizeLinear" in branch_ops
+    # tensorrt: the lint passes; cpu: uint8 activations are for ONNX Runtime, the lint says so.
+    report = check_graphs(tmp_path / flavour, tensorrt="10.15")
+    assert report.ok == (flavour == "tensorrt"), report.problems
+    if flavour == "cpu":
+        assert any("UINT8" in p for p in report.problems)
+    session = ort.InferenceSession(str(tmp_path / flavour / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    gallery, _ = session.run(None, {"images": np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)})
+    np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-4)
+    with pytest.raises(TgirUserError, match="already int8"):
+        quantized_from_bundle(tmp_path / flavour, tmp_path / "again", data, QuantConfig())

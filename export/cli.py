@@ -9,6 +9,7 @@ from tgir.cli.common import LazyGroup, run_main
 COMMANDS: dict[str, str] = {
     "onnx": "tgir.export.commands:onnx_command",
     "check": "tgir.export.commands:check_command",
+    "calibrate": "tgir.export.commands:calibrate_command",
 }
 
 

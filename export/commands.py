@@ -77,3 +77,45 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
     click.echo(json.dumps(report.to_dict(), indent=None if as_json else 2))
     if not report.ok:
         sys.exit(1)
+
+
+@click.command("calibrate")
+@click.option("--bundle", required=True, type=click.Path(file_okay=False), help="fp32 bundle (tgir-export onnx).")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root of the samples.")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--split", default="train", show_default=True, help="Split the samples come from (never test).")
+@click.option("--method", type=click.Choice(["entropy", "percentile", "max"]), default="entropy", show_default=True,
+              help="Activation observer.")
+@click.option("--percentile", default=99.99, show_default=True, help="Kept share of |values| (percentile).")
+@click.option("--samples", default=512, show_default=True, help="Calibration queries (reference + target + text).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the sample draw.")
+@click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
+              help="tensorrt: int8 symmetric activations; cpu: uint8 activations, 7-bit weights (ONNX Runtime CPU).")
+@click.option("--keep", multiple=True, metavar="PATTERN",
+              help="Module names (fnmatch) left in floating point; repeatable. Default: *router*.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="INT8 bundle directory.")
+@click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, keep, checkpoint,
+                      out_dir, overwrite, as_json) -> None:
+    """Calibrate an fp32 bundle's model on real samples and write an INT8 Q/DQ bundle (Q/DQ inside
+    the experts' If branches too), then check it."""
+    from tgir.calib.data import CalibData
+    from tgir.calib.qdq import QuantConfig
+    from tgir.export.check import check_graphs, require_ok
+    from tgir.export.quantize import quantized_from_bundle
+
+    cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
+    qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, **({"keep": keep} if keep else {}))
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not total or done == total or done % 10 == 1:
+            click.echo(f"{stage} {done}/{total}" if total else f"{stage} ...", err=True)
+
+    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, progress)
+    report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
+    require_ok(report, out_dir)
+    result = {"out": out_dir, "precision": manifest.precision, "quantization": manifest.build["quantization"],
+              **report.to_dict()}
+    click.echo(json.dumps(result, indent=None if as_json else 2))

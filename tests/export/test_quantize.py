@@ -56,3 +56,18 @@ def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
     np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-4)
     with pytest.raises(TgirUserError, match="already int8"):
         quantized_from_bundle(tmp_path / flavour, tmp_path / "again", data, QuantConfig())
+
+
+def test_calibrate_cli(fp32_bundle, tmp_path, tiny_css2d, capsys):
+    import json
+
+    from tgir.export.cli import main
+
+    args = ["calibrate", "--bundle", str(fp32_bundle), "--data", str(tiny_css2d), "--samples", "32",
+            "--method", "max", "--out", str(tmp_path / "q"), "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["precision"] == "int8" and out["quantization"]["method"] == "max"
+    assert main([*args[:-3], "--samples", "8", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "too few calibration samples (8)" in err and "Traceback" not in err

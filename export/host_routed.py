@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from tgir.export.onnx import quiet_exporter_log
 from torch import nn
 
 from tgir.errors import TgirUserError
@@ -66,7 +67,7 @@ def host_routed_from_model(model: RetrievalModel, folder: str | Path, opset: int
 
 
 def _export(module, args, inputs, outputs, path: Path, shapes, opset: int) -> None:
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_exporter_log():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=inputs, output_names=outputs,
                                     opset_version=opset, dynamic_shapes=shapes, verbose=False)

@@ -3,6 +3,8 @@ as a bundle directory with its manifest."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
 import tempfile
 import warnings
@@ -71,6 +73,19 @@ def configure_router(model: RetrievalModel, cfg: OnnxConfig) -> dict:
     return {"form": form, "tau": tau, "experts": list(router.experts), "layers": router.layers}
 
 
+@contextlib.contextmanager
+def quiet_exporter_log():
+    """Silence the exporter's registration log ("torchvision is not installed. Skipping
+    torchvision::nms", four lines per graph), which says nothing about our models."""
+    log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _examples(model: RetrievalModel, text_length: int) -> dict[str, tuple[torch.Tensor, ...]]:
     """Example inputs (batch 2, so the batch axis is not specialised to 1)."""
     s = model.config.image_size
@@ -86,7 +101,7 @@ def _examples(model: RetrievalModel, text_length: int) -> dict[str, tuple[torch.
 def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], list[str]], path: Path,
                   cfg: OnnxConfig) -> None:
     batch = torch.export.Dim("batch", min=1, max=cfg.max_batch)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_exporter_log():
         warnings.simplefilter("ignore")  # the exporter's chatter; failures still raise
         program = torch.onnx.export(module.eval(), args, dynamo=True, input_names=names[0], output_names=names[1],
                                     opset_version=cfg.opset, dynamic_shapes=tuple({0: batch} for _ in args),

@@ -30,7 +30,6 @@ from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
 from tgir.training.checkpoint import model_from_checkpoint
 from tgir.training.embed import preprocess_for
-from tgir.vocab import Vocabulary
 
 PARITY = 1e-4
 
@@ -53,7 +52,7 @@ def composer_inputs(checkpoint: str, data: str | None, queries: int) -> tuple[li
         out = []
         for q in chosen:
             _, tokens = model.encode_image(torch.from_numpy(prep(load_image(split.images[q.ref].path)))[None])
-            ids, lengths = Vocabulary.encode_batch(vocab, [q.text])
+            ids, lengths = vocab.encode_batch([q.text])
             (text,) = model.encode_text(torch.from_numpy(ids), torch.from_numpy(lengths))
             out.append((tokens.numpy(), text.numpy()))
     return out, {"queries": len(out), "data": str(data) if data else "generated CSS-2D (scale 0.05)"}

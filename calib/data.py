@@ -97,20 +97,18 @@ def calibration_batches(folder: str | Path, cfg: CalibData,
                             f"asked for {cfg.samples} calibration samples")
     chosen = [usable[i] for i in np.random.default_rng(cfg.seed).choice(len(usable), cfg.samples, replace=False)]
     length = manifest.tokenizer["max_length"]
-    encoded = [vocab.encode(q.text)[:length] for q in chosen]
-    unknown = sum(ids.count(UNK) for ids in encoded) / max(sum(len(ids) for ids in encoded), 1)
+    all_ids, all_lengths = vocab.encode_batch([q.text for q in chosen], length)  # [N, L], [N]
+    valid = np.arange(length)[None] < all_lengths[:, None]  # [N, L]: PAD shares UNK's id, so mask it out
+    unknown = float((all_ids[valid] == UNK).sum() / max(all_lengths.sum(), 1))
     if unknown > MAX_UNKNOWN:
         raise TgirUserError(f"{cfg.data}: {unknown:.0%} of the calibration texts' words are unknown to the "
                             f"bundle's vocabulary; is this the dataset the model was trained on?")
     steps = range(0, len(chosen), cfg.batch)
     for n, start in enumerate(steps, 1):
         part = range(start, min(start + cfg.batch, len(chosen)))
-        ids = np.zeros((len(part), length), np.int64)
-        for row, i in enumerate(part):
-            ids[row, : len(encoded[i])] = encoded[i]
         yield CalibBatch(
             references=np.stack([prep(load_image(split.images[chosen[i].ref].path)) for i in part]),
             targets=np.stack([prep(load_image(split.images[chosen[i].target].path)) for i in part]),
-            ids=ids, lengths=np.array([len(encoded[i]) for i in part], np.int64))
+            ids=all_ids[part.start:part.stop], lengths=all_lengths[part.start:part.stop])
         if progress:
             progress(n, len(steps))

@@ -47,26 +47,23 @@ def _drop(graph: onnx.GraphProto, outer: dict) -> int:
         rename[node.output[0]] = node.input[0]
         graph.node.remove(node)
         removed += 1
+    _rename(graph, rename)
     for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
                 removed += _drop(attr.g, values)
-                _rename_inside(attr.g, rename)
     return removed
 
 
-def _rename_inside(graph: onnx.GraphProto, rename: dict) -> None:
-    """Outer-scope names a subgraph reads."""
+def _rename(graph: onnx.GraphProto, rename: dict) -> None:
+    """Replace names read by ``graph``'s nodes, its subgraphs' nodes and its subgraphs' outputs."""
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in rename:
                 node.input[i] = rename[name]
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                _rename_inside(attr.g, rename)
-    for out in graph.output:
+                _rename(attr.g, rename)
+    for out in graph.output:  # a subgraph may yield an outer Clip's output (a graph never its own: kept)
         if out.name in rename:
             out.name = rename[out.name]

@@ -158,7 +158,7 @@ def _compare(folder: Path, manifest: Manifest, model: RetrievalModel, split: Ret
     composed = {"torch": [], "onnxruntime": []}
     for start in range(0, len(chosen), batch):
         qs = chosen[start:start + batch]
-        ids, lengths = _padded(vocab, [q.text for q in qs], length)
+        ids, lengths = vocab.encode_batch([q.text for q in qs], length)
         for name in composed:
             ref_tokens = np.stack([tokens[name][q.ref] for q in qs])  # [b, N, D] from this backend
             composed[name].append(backends.queries(name, ref_tokens, ids, lengths))
@@ -169,14 +169,6 @@ def _compare(folder: Path, manifest: Manifest, model: RetrievalModel, split: Ret
     g_ref, g_got = (np.concatenate(embedded[k])[in_pool] for k in ("torch", "onnxruntime"))
     q_ref, q_got = (np.concatenate(composed[k]) for k in ("torch", "onnxruntime"))
     return _report(g_ref, q_ref, g_got, q_got, batch)
-
-
-def _padded(vocab: Vocabulary, texts: list[str], length: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, lengths = vocab.encode_batch(texts)
-    lengths = np.minimum(lengths, length)
-    padded = np.zeros((len(texts), length), np.int64)
-    padded[:, : min(length, ids.shape[1])] = ids[:, :length]
-    return padded, lengths
 
 
 def _report(g_ref, q_ref, g_got, q_got, batch: int) -> dict:

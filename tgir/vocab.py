@@ -74,16 +74,19 @@ class Vocabulary:
         ids = [self.stoi.get(t, UNK) for t in tokenize(text)][: self.max_length]
         return ids or [UNK]
 
-    def encode_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def encode_batch(self, texts: Sequence[str], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pad a batch of texts.
 
+        Args:
+            length: Fixed padded length (an exported text graph's): texts are cut to it. None: the
+                longest text in the batch.
+
         Returns:
-            ``ids`` ``[B, L]`` int64 padded with ``PAD`` (L = longest text in the batch) and
-            ``lengths`` ``[B]`` int64.
+            ``ids`` ``[B, L]`` int64 padded with ``PAD`` and ``lengths`` ``[B]`` int64.
         """
-        seqs = [self.encode(t) for t in texts]
+        seqs = [self.encode(t)[:length] for t in texts]
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
-        ids = np.full((len(seqs), int(lengths.max(initial=1))), PAD, dtype=np.int64)
+        ids = np.full((len(seqs), length or int(lengths.max(initial=1))), PAD, dtype=np.int64)
         for row, seq in zip(ids, seqs, strict=True):
             row[: len(seq)] = seq
         return ids, lengths

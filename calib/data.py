@@ -72,8 +72,7 @@ def bundle_inputs(folder: str | Path) -> tuple[Manifest, Preprocess, Vocabulary]
     manifest = Manifest.load(folder)
     if manifest.precision != "fp32":
         raise TgirUserError(f"{folder}: bundle is already {manifest.precision}; calibrate its fp32 export instead")
-    fields = {k: v for k, v in manifest.preprocess.items() if k in ("size", "resize", "mean", "std")}
-    prep = Preprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    prep = Preprocess.from_dict(manifest.preprocess)
     side = manifest.graphs["image_encoder"]["inputs"][0]["shape"][-1]
     if prep.size != side:
         raise TgirUserError(f"{folder}: preprocessing makes {prep.size} px images but the image graph takes {side} px")

@@ -128,16 +128,8 @@ def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data:
 
 
 def recorded_checkpoint(manifest: Manifest) -> tuple[str | None, str]:
-    from tgir.manifest import sha256
-
-    path = manifest.model.get("checkpoint")
-    if not path:
-        return None, "the manifest names no source checkpoint; pass --checkpoint"
-    if not Path(path).is_file():
-        return None, f"source checkpoint {path} is gone; pass --checkpoint"
-    if sha256(path) != manifest.model.get("checkpoint_sha256"):
-        return None, f"source checkpoint {path} changed since export; pass --checkpoint"
-    return path, ""
+    """The bundle's source checkpoint if unchanged (see ``Manifest.source_checkpoint``)."""
+    return manifest.source_checkpoint()
 
 
 def _numel(tensor: onnx.TensorProto) -> int:

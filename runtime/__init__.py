@@ -1,4 +1,54 @@
 """tgir.runtime: runners (ONNX Runtime, TensorRT, PyTorch, the C library), gallery index and search.
 
 Never imports torch, the exporter or the calibrator at import time; the C runtime's sources live
-beside this file (include/, src/). Imported as ``tgir.runtime``."""
+beside this file (include/, src/). Imported as ``tgir.runtime``.
+
+    import tgir.runtime
+    with tgir.runtime.open("bundle/") as runner:           # backend from the manifest, or "auto"
+        gallery = runner.encode_images(["a.png", "b.png"])  # [2, D]
+        query = runner.encode_queries(["ref.png"], ["make the red circle big"])  # [1, D]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tgir.runtime.base import Runner, UnknownWordsWarning
+
+from tgir.errors import unknown_choice
+from tgir.manifest import Manifest
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+__all__ = ["BACKENDS", "Runner", "UnknownWordsWarning", "open"]
+
+
+def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
+    """Open a bundle with a runner.
+
+    Args:
+        bundle: Bundle directory.
+        backend: ``"auto"`` (TensorRT for a bundle with engines, else ONNX Runtime), ``"onnxruntime"``,
+            ``"tensorrt"`` or ``"torch"`` (the PyTorch reference of the source checkpoint).
+        **options: Backend settings: ONNX Runtime ``provider``, ``threads``, ``level``; torch
+            ``checkpoint``, ``device``.
+
+    Raises:
+        TgirUserError: Unknown backend, a bad bundle, or a backend this bundle or machine lacks.
+    """
+    if backend not in BACKENDS:
+        raise unknown_choice("backend", backend, BACKENDS)
+    manifest = Manifest.load(bundle)
+    if backend == "auto":
+        backend = "tensorrt" if manifest.backend == "tensorrt" else "onnxruntime"
+    if backend == "onnxruntime":
+        from tgir.runtime.ort import OrtOptions, OrtRunner
+
+        return OrtRunner(bundle, OrtOptions(**options), manifest)
+    if backend == "torch":
+        from tgir.runtime.reference import TorchRunner
+
+        return TorchRunner(bundle, manifest=manifest, **options)
+    from tgir.runtime.trt import TensorRTRunner
+
+    return TensorRTRunner(bundle, manifest=manifest, **options)

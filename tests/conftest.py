@@ -35,3 +35,27 @@ def tiny_config(family: str = "amc", **changes) -> ModelConfig:
 @pytest.fixture
 def tiny():
     return tiny_config
+
+
+@pytest.fixture(scope="session")
+def tiny_amc_bundle(tmp_path_factory, tiny_css2d):
+    """An fp32 bundle of a tiny AMC (tau 0.4, If router, max batch 8, text length 8) whose vocabulary
+    is the tiny CSS-2D training split's; the checkpoint is ``<bundle>/../m.pt``. Read-only: copy it
+    before changing anything."""
+    import torch
+    from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
+
+    from tgir.data.registry import load_split
+    from tgir.models.base import build_model
+    from tgir.training.checkpoint import save_checkpoint
+    from tgir.training.config import RunConfig
+    from tgir.vocab import Vocabulary
+
+    root = tmp_path_factory.mktemp("amc_bundle")
+    torch.manual_seed(0)
+    cfg = tiny_config("amc")
+    vocab = Vocabulary.build(q.text for q in load_split("css2d", tiny_css2d, "train").queries)
+    cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": len(vocab)}))
+    save_checkpoint(root / "m.pt", RunConfig(cfg), vocab, build_model(cfg))
+    onnx_from_checkpoint(root / "m.pt", root / "fp32", OnnxConfig(tau=0.4, max_batch=8, text_length=8))
+    return root / "fp32"

@@ -18,7 +18,7 @@ from tgir.errors import TgirUserError
 from tgir.models.config import ModelConfig
 
 SCHEMA = "tgir-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: contract_sha256
 GRAPHS = ("image_encoder", "text_encoder", "composer")
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
@@ -113,6 +113,8 @@ class Manifest:
         router: AMC: ``{"mode": "if"|"dense", "tau", "experts"}``; empty otherwise.
         build: Tool versions and build facts (exporter, opset, TensorRT version, GPU...).
         files: File name -> SHA-256 of every file the bundle needs.
+        contract_sha256: SHA-256 of the graphs' I/O contract (names, dtypes, shapes, ranges, files),
+            so an edited contract is caught at load even though the graph files are unchanged.
     """
 
     model: dict
@@ -124,6 +126,22 @@ class Manifest:
     router: dict = field(default_factory=dict)
     build: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    contract_sha256: str = ""
+
+    def source_checkpoint(self) -> tuple[str | None, str]:
+        """The checkpoint this bundle was exported from, if it is still there unchanged.
+
+        Returns:
+            ``(path, "")``, or ``(None, why not)``.
+        """
+        path = self.model.get("checkpoint")
+        if not path:
+            return None, "the manifest names no source checkpoint; pass --checkpoint"
+        if not Path(path).is_file():
+            return None, f"source checkpoint {path} is gone; pass --checkpoint"
+        if sha256(path) != self.model.get("checkpoint_sha256"):
+            return None, f"source checkpoint {path} changed since export; pass --checkpoint"
+        return path, ""
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -132,6 +150,7 @@ class Manifest:
         """Record checksums of the listed files and write ``manifest.json`` into ``folder``."""
         folder = Path(folder)
         self.files = {name: sha256(folder / name) for name in sorted(self.files)}
+        self.contract_sha256 = contract_digest(self.graphs)
         path = folder / "manifest.json"
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return path
@@ -162,6 +181,10 @@ class Manifest:
             manifest = cls(**fields)
         except TypeError as err:
             raise TgirUserError(f"{path}: malformed manifest ({err})") from None
+        _check_graphs(path, manifest.graphs)
+        if manifest.contract_sha256 != contract_digest(manifest.graphs):
+            raise TgirUserError(f"{path}: the graphs' I/O contract was edited after the bundle was written "
+                                "(its digest differs); re-export the bundle instead of editing manifest.json")
         for name, digest in manifest.files.items():
             file = folder / name
             if not file.is_file():
@@ -169,6 +192,27 @@ class Manifest:
             if verify and sha256(file) != digest:
                 raise TgirUserError(f"{file}: checksum differs from manifest.json (file changed or truncated)")
         return manifest
+
+
+def contract_digest(graphs: dict) -> str:
+    """SHA-256 of a manifest's ``graphs`` entry in canonical JSON."""
+    return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()
+
+
+def _check_graphs(path: Path, graphs: object) -> None:
+    """Every graph entry names its file and lists well-formed tensors."""
+    if not isinstance(graphs, dict) or not graphs:
+        raise TgirUserError(f"{path}: 'graphs' must map graph names to their contracts")
+    for name, spec in graphs.items():
+        keys = ("file", "inputs", "outputs", "dynamic")
+        if not isinstance(spec, dict) or any(k not in spec for k in keys):
+            raise TgirUserError(f"{path}: graph {name!r} needs {', '.join(keys)}")
+        for t in [*spec["inputs"], *spec["outputs"]]:
+            if not isinstance(t, dict) or set(t) != {"name", "dtype", "shape"} or t["dtype"] not in DTYPES:
+                raise TgirUserError(f"{path}: graph {name!r} has a malformed tensor entry {t!r}")
+        for axis, r in spec["dynamic"].items():
+            if not (isinstance(r, list) and len(r) == 3 and 1 <= r[0] <= r[1] <= r[2]):
+                raise TgirUserError(f"{path}: graph {name!r} axis {axis!r} range {r!r} is not [min, opt, max]")
 
 
 def contract_to_json(contract: dict[str, GraphSpec]) -> dict:

@@ -7,31 +7,18 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from tgir.calib.data import CalibData
 from tgir.calib.qdq import QuantConfig
 from tgir.export.check import check_graphs
-from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
 from tgir.export.quantize import quantized_from_bundle
 
-from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
 from tgir.manifest import Manifest
-from tgir.models.base import build_model
-from tgir.training.checkpoint import save_checkpoint
-from tgir.training.config import RunConfig
-from tgir.vocab import Vocabulary
 
 
 @pytest.fixture
-def fp32_bundle(tiny, tmp_path, tiny_css2d):
-    torch.manual_seed(0)
-    cfg = tiny("amc")
-    vocab = Vocabulary.build(q.text for q in load_split("css2d", tiny_css2d, "train").queries)
-    cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": len(vocab)}))
-    save_checkpoint(tmp_path / "m.pt", RunConfig(cfg), vocab, build_model(cfg))
-    onnx_from_checkpoint(tmp_path / "m.pt", tmp_path / "fp32", OnnxConfig(tau=0.4, max_batch=8, text_length=8))
-    return tmp_path / "fp32"
+def fp32_bundle(tiny_amc_bundle):
+    return tiny_amc_bundle
 
 
 @pytest.mark.parametrize("flavour", ["tensorrt", "cpu"])

@@ -16,6 +16,8 @@ COMMANDS = {
     "train": "tgir.cli.train:train",
     "eval": "tgir.cli.train:evaluate",
     "ship": "tgir.cli.train:ship",
+    "index": "tgir.cli.search:index",
+    "search": "tgir.cli.search:search",
 }
 
 

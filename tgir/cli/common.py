@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -88,3 +89,14 @@ def progress_callback(label: str):
             bar.__exit__(None, None, None)  # type: ignore[union-attr]
 
     return callback, close
+
+
+@contextlib.contextmanager
+def progress_bar(label: str):
+    """``with progress_bar("embedding") as report:`` a ``report(done, total)`` callback whose bar is
+    closed when the block ends, also on error."""
+    callback, close = progress_callback(label)
+    try:
+        yield callback
+    finally:
+        close()

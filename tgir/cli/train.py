@@ -115,8 +115,14 @@ def _split_set(text: str) -> tuple[str, object]:
 
 
 @click.command("eval")
-@click.option("--checkpoint", "checkpoints", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--checkpoint", "checkpoints", multiple=True, type=click.Path(dir_okay=False),
               help="Checkpoint file; repeat for an ensemble (normalised embeddings concatenated).")
+@click.option("--bundle", type=click.Path(file_okay=False),
+              help="Evaluate an exported bundle through a runtime instead of a checkpoint (needs --data).")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto",
+              show_default=True, help="With --bundle: the runner.")
+@click.option("--threads", default=0, show_default=True, help="With --bundle on ONNX Runtime: intra-op threads "
+              "(0: one per core).")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Default: the checkpoint's.")
 @click.option("--data", help="Dataset root. Default: the checkpoint's.")
 @click.option("--split", default="test", show_default=True,
@@ -127,8 +133,17 @@ def _split_set(text: str) -> tuple[str, object]:
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evaluate(checkpoints, dataset, data, split, tau, sweep, ema, batch_size, device, as_json) -> None:
-    """Evaluate one checkpoint (or an ensemble) under the dataset's protocol."""
+def evaluate(checkpoints, bundle, backend, threads, dataset, data, split, tau, sweep, ema, batch_size, device,
+             as_json) -> None:
+    """Evaluate one checkpoint (or an ensemble), or an exported bundle, under the dataset's protocol."""
+    if bundle:
+        if checkpoints or tau is not None or sweep:
+            raise TgirUserError("--bundle evaluates the bundle as built; drop --checkpoint, --tau and --sweep-tau")
+        click.echo(json.dumps(_evaluate_bundle(bundle, backend, threads, dataset, data, split, batch_size),
+                              indent=None if as_json else 2))
+        return
+    if not checkpoints:
+        raise TgirUserError("give --checkpoint (one or more) or --bundle")
     from tgir.data.registry import load_split
     from tgir.training.checkpoint import model_from_checkpoint
     from tgir.training.embed import evaluate_models
@@ -162,6 +177,21 @@ def evaluate(checkpoints, dataset, data, split, tau, sweep, ema, batch_size, dev
         return
     result = evaluate_models(models, loaded, batch_size, resolve_device(device))
     click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _evaluate_bundle(bundle, backend, threads, dataset, data, split, batch_size) -> dict:
+    from tgir.cli.common import progress_bar
+    from tgir.data.registry import load_split
+    from tgir.runtime import open as open_runner
+    from tgir.runtime.evaluate import evaluate_bundle
+
+    if not data:
+        raise TgirUserError("--bundle needs --data (the dataset root to evaluate on)")
+    options = {"threads": threads} if backend in ("auto", "onnxruntime") else {}
+    with open_runner(bundle, backend, **options) as runner:
+        loaded = load_split(dataset or "css2d", data, split)
+        with progress_bar("embedding") as report:
+            return evaluate_bundle(runner, loaded, min(batch_size, runner.max_batch), report)
 
 
 def _set_tau(model, tau: float) -> None:

@@ -75,3 +75,21 @@ class Preprocess:
     def to_dict(self) -> dict:
         """The contract as JSON-ready data (colour order is RGB, layout NCHW)."""
         return {**asdict(self), "color_order": "RGB", "layout": "NCHW", "dtype": "float32"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocess:
+        """Read the contract back from a manifest's ``preprocess`` entry.
+
+        Raises:
+            TgirUserError: Another colour order, layout or dtype than this code applies, or bad values.
+        """
+        fixed = {"color_order": "RGB", "layout": "NCHW", "dtype": "float32"}
+        for key, want in fixed.items():
+            if data.get(key, want) != want:
+                raise TgirUserError(f"preprocess {key} is {data.get(key)!r}; this tgir applies {want!r}")
+        try:
+            fields = {k: tuple(data[k]) if k in ("mean", "std") else data[k]
+                      for k in ("size", "resize", "mean", "std") if k in data}
+            return cls(**fields)
+        except (TypeError, ValueError) as err:
+            raise TgirUserError(f"malformed preprocess entry {data!r} ({err})") from None

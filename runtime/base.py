@@ -1,0 +1,194 @@
+"""The runner protocol: one way to use a bundle, whatever runs its graphs.
+
+A ``Runner`` reads a bundle's manifest (I/O contract, preprocessing, tokenizer) and offers
+``encode_images``, ``encode_queries`` and ``search``. It validates every input against the contract,
+splits work into batches the graphs accept, and hands each graph call to its backend's ``_run``.
+Backends (ONNX Runtime, TensorRT, PyTorch, the C library) implement only ``_run`` and ``close``, so
+they are interchangeable. Torch-free.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tgir.data.images import Preprocess, load_image
+from tgir.errors import TgirUserError
+from tgir.manifest import Manifest
+from tgir.vocab import UNK, Vocabulary
+
+ImageLike = str | Path | Image.Image
+Progress = Callable[[int, int], None]
+_NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+
+
+class UnknownWordsWarning(UserWarning):
+    """A query text none of whose words the bundle's vocabulary knows (the answer ignores the text)."""
+
+
+class Runner:
+    """Base of every backend; subclasses implement ``_run`` (and ``close`` if they hold resources).
+
+    Args:
+        folder: Bundle directory (``manifest.json`` + graphs/engines + ``vocab.json``).
+        manifest: The bundle's manifest, when the caller already loaded it.
+
+    Attributes:
+        backend: Name of the backend (``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, ``"c"``).
+        max_batch: Largest batch one graph call takes (the manifest's batch range).
+        index: The gallery index ``search`` uses (``attach``), or None.
+    """
+
+    backend = "base"
+
+    def __init__(self, folder: str | Path, manifest: Manifest | None = None) -> None:
+        self.folder = Path(folder)
+        self.manifest = manifest or Manifest.load(self.folder)
+        self.preprocess = Preprocess.from_dict(self.manifest.preprocess)
+        self.vocab = Vocabulary.load(self.folder / self.manifest.tokenizer["vocab_file"])
+        self.text_length = int(self.manifest.tokenizer["max_length"])
+        self.graphs = self.manifest.graphs
+        self.max_batch = int(self.graphs["image_encoder"]["dynamic"]["batch"][2])
+        self.index = None
+
+    # -- backend hooks -------------------------------------------------------------------------
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one graph on validated inputs; outputs in contract order."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources (sessions, engines, device memory)."""
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- one graph call, validated -------------------------------------------------------------
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate ``feeds`` against the graph's contract, run it, and name the outputs.
+
+        Raises:
+            TgirUserError: Unknown graph, missing or extra inputs, wrong dtype, rank or size.
+        """
+        spec = self.graphs.get(graph)
+        if spec is None:
+            raise TgirUserError(f"unknown graph {graph!r}; this bundle has {', '.join(self.graphs)}")
+        names = [t["name"] for t in spec["inputs"]]
+        if set(feeds) != set(names):
+            raise TgirUserError(f"{graph}: inputs are {names}, got {sorted(feeds)}")
+        sizes: dict[str, int] = {}
+        for t in spec["inputs"]:
+            _check_tensor(graph, t, feeds[t["name"]], spec["dynamic"], sizes)
+        outputs = self._run(graph, {n: feeds[n] for n in names})
+        return {t["name"]: out for t, out in zip(spec["outputs"], outputs, strict=True)}
+
+    # -- the protocol --------------------------------------------------------------------------
+    def pixels(self, images: np.ndarray | Sequence[ImageLike]) -> np.ndarray:
+        """``[B, 3, S, S]`` float32 network input from image files, PIL images or a ready array."""
+        if isinstance(images, np.ndarray):
+            return images
+        return np.stack([self.preprocess(img if isinstance(img, Image.Image) else load_image(img))
+                         for img in images]) if len(images) else np.zeros((0, 3, self.preprocess.size,
+                                                                              self.preprocess.size), np.float32)
+
+    def encode_images(self, images: np.ndarray | Sequence[ImageLike], progress: Progress | None = None,
+                      tokens: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Gallery embeddings ``[B, D]`` (L2-normalised) of images; with ``tokens`` also the
+        composer's region tokens ``[B, N, D]``."""
+        out = {"gallery": [], "tokens": []}
+        steps = range(0, len(images), self.max_batch)
+        for n, start in enumerate(steps, 1):
+            part = self.pixels(images[start:start + self.max_batch])
+            res = self.run("image_encoder", {"images": part})
+            out["gallery"].append(res["gallery"])
+            if tokens:
+                out["tokens"].append(res["tokens"])
+            if progress:
+                progress(n, len(steps))
+        gallery = _cat(out["gallery"], self._dim("image_encoder", "gallery"))
+        return (gallery, _cat(out["tokens"], self._dim("image_encoder", "tokens"))) if tokens else gallery
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns (``UnknownWordsWarning``)
+        about texts with no known word."""
+        if isinstance(texts, str):
+            raise TgirUserError("texts must be a list of strings, got one string")
+        ids, lengths = self.vocab.encode_batch(list(texts), self.text_length)
+        valid = np.arange(ids.shape[1])[None] < lengths[:, None]  # [B, L]
+        for i in np.flatnonzero(~((ids != UNK) & valid).any(axis=1)):
+            warnings.warn(UnknownWordsWarning(f"query {i}: no word of {texts[i]!r} is in the bundle's vocabulary; "
+                                              "the answer follows the image alone"), stacklevel=2)
+        return ids, lengths
+
+    def encode_queries(self, images: np.ndarray | Sequence[ImageLike], texts: Sequence[str],
+                       progress: Progress | None = None) -> np.ndarray:
+        """Query embeddings ``[B, D]`` (L2-normalised) of reference images modified by texts."""
+        if len(images) != len(texts):
+            raise TgirUserError(f"{len(images)} reference images but {len(texts)} texts; give one text per image")
+        ids, lengths = self.tokenize(texts)
+        return self.compose(self.encode_images(images, tokens=True)[1], ids, lengths, progress)
+
+    def compose(self, tokens: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
+                progress: Progress | None = None) -> np.ndarray:
+        """Query embeddings from reference-image tokens ``[B, N, D]`` and tokenized texts."""
+        text_names = [t["name"] for t in self.graphs["text_encoder"]["outputs"]]
+        composer_inputs = [t["name"] for t in self.graphs["composer"]["inputs"]]
+        queries = []
+        steps = range(0, len(ids), self.max_batch)
+        for n, start in enumerate(steps, 1):
+            part = slice(start, start + self.max_batch)
+            text = self.run("text_encoder", {"ids": ids[part], "lengths": lengths[part]})
+            feeds = {"tokens": tokens[part], **{k: text[k] for k in text_names}}
+            queries.append(self.run("composer", {k: feeds[k] for k in composer_inputs})["query"])
+            if progress:
+                progress(n, len(steps))
+        return _cat(queries, self._dim("composer", "query"))
+
+    def attach(self, index) -> None:
+        """Use ``index`` (``tgir.runtime.index.GalleryIndex``) for ``search``; it must come from this bundle."""
+        index.require_bundle(self.manifest)
+        self.index = index
+
+    def search(self, queries: np.ndarray, k: int = 10):
+        """Top-``k`` gallery entries for each query embedding, from the attached index."""
+        if self.index is None:
+            raise TgirUserError("no gallery index attached; build one with `tgir index` and attach it")
+        return self.index.search(queries, k)
+
+    def _dim(self, graph: str, output: str) -> tuple[int, ...]:
+        shape = next(t["shape"] for t in self.graphs[graph]["outputs"] if t["name"] == output)
+        return tuple(d for d in shape[1:])
+
+
+def _cat(parts: list[np.ndarray], tail: tuple) -> np.ndarray:
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, *(d if isinstance(d, int) else 0 for d in tail)), np.float32)
+
+
+def _check_tensor(graph: str, spec: dict, value: object, dynamic: dict, sizes: dict[str, int]) -> None:
+    """One input against its contract entry; dynamic axes must agree across inputs and lie in range."""
+    name, want = spec["name"], _NUMPY[spec["dtype"]]
+    if not isinstance(value, np.ndarray):
+        raise TgirUserError(f"{graph} input {name}: expected a numpy array, got {type(value).__name__}")
+    if value.dtype != want:
+        raise TgirUserError(f"{graph} input {name}: dtype {value.dtype}, expected {spec['dtype']}")
+    shape = spec["shape"]
+    if value.ndim != len(shape):
+        raise TgirUserError(f"{graph} input {name}: shape {list(value.shape)}, expected {shape}")
+    for axis, (dim, got) in enumerate(zip(shape, value.shape, strict=True)):
+        if isinstance(dim, int):
+            if got != dim:
+                raise TgirUserError(f"{graph} input {name}: axis {axis} is {got}, expected {dim} (shape {shape})")
+            continue
+        lo, _, hi = dynamic.get(dim, (1, 1, 1 << 31))
+        if not lo <= got <= hi:
+            raise TgirUserError(f"{graph} input {name}: {dim} {got} outside the bundle's range {lo}..{hi}")
+        if sizes.setdefault(dim, got) != got:
+            raise TgirUserError(f"{graph} input {name}: {dim} {got} differs from the other inputs' {sizes[dim]}")

@@ -1,0 +1,190 @@
+"""Gallery index: embeddings of a catalogue, their ids, and the bundle that made them; exact search.
+
+Layout of an index folder: ``embeddings.npy`` ``[G, D]`` float32 (L2-normalised), ``ids.json``
+(one id per row, e.g. the image path relative to the catalogue root), ``index.json`` (format,
+bundle fingerprint, counts, source). Building is resumable: rows are written in numbered parts
+under ``parts/`` and a restarted build skips the parts already on disk.
+
+Search is exact (dot product = cosine on normalised rows), best first, equal scores in gallery
+order. ``faiss=True`` uses FAISS's flat inner-product index (faiss-cpu), which returns the same
+entries on exact scores and is faster on large galleries.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tgir.errors import TgirUserError
+from tgir.manifest import Manifest
+
+FORMAT = "tgir-index"
+VERSION = 1
+PART_ROWS = 1024  # rows per resumable part
+CHUNK = 1 << 24  # query x gallery scores held at once (64 MiB)
+
+
+def bundle_fingerprint(manifest: Manifest) -> str:
+    """What gallery embeddings depend on: the model config and the image graph's checksum.
+
+    An fp32, INT8 or TensorRT bundle of the same model embed differently, so each has its own
+    fingerprint and an index from one is refused by another.
+    """
+    image_file = manifest.graphs["image_encoder"]["file"]
+    return f"{manifest.model['config_digest'][:16]}-{manifest.precision}-{manifest.files.get(image_file, '')[:16]}"
+
+
+@dataclass
+class SearchResult:
+    """Top-k of each query: ``indices`` ``[Q, k]`` rows of the index, ``scores`` ``[Q, k]``, ``ids``."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    ids: list[list[str]]
+
+
+class GalleryIndex:
+    """Embeddings plus ids, tied to the bundle that computed them.
+
+    Args:
+        embeddings: ``[G, D]`` float32.
+        ids: One id per row.
+        fingerprint: ``bundle_fingerprint`` of the bundle that computed the embeddings.
+        info: Extra facts kept in ``index.json`` (source folder, dataset...).
+    """
+
+    def __init__(self, embeddings: np.ndarray, ids: Sequence[str], fingerprint: str, info: dict | None = None):
+        if embeddings.ndim != 2 or len(embeddings) != len(ids):
+            raise TgirUserError(f"index: {len(ids)} ids for embeddings of shape {list(embeddings.shape)}")
+        self.embeddings = np.ascontiguousarray(embeddings, np.float32)
+        self.ids = list(ids)
+        self.fingerprint = fingerprint
+        self.info = dict(info or {})
+        self._faiss = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def require_bundle(self, manifest: Manifest) -> None:
+        """Refuse to search with query embeddings of another bundle (they live in another space)."""
+        want = bundle_fingerprint(manifest)
+        if want != self.fingerprint:
+            raise TgirUserError(f"the index was built by another bundle (fingerprint {self.fingerprint}, this "
+                                f"bundle's is {want}); rebuild it with `tgir index --bundle` for this bundle")
+
+    def search(self, queries: np.ndarray, k: int = 10, faiss: bool = False) -> SearchResult:
+        """The ``k`` best rows for each query ``[Q, D]``, best first.
+
+        Raises:
+            TgirUserError: k outside 1..len(index), or queries of another dimension.
+        """
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        if not 1 <= k <= len(self):
+            raise TgirUserError(f"k must be between 1 and the gallery size {len(self)}, got {k}")
+        if queries.shape[1] != self.embeddings.shape[1]:
+            raise TgirUserError(f"queries have dimension {queries.shape[1]}, the index {self.embeddings.shape[1]}")
+        indices, scores = self._faiss_search(queries, k) if faiss else exact_search(queries, self.embeddings, k)
+        return SearchResult(indices, scores, [[self.ids[i] for i in row] for row in indices])
+
+    def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            import faiss
+        except ImportError:
+            raise TgirUserError("FAISS search needs faiss-cpu: pip install -e \".[faiss]\"") from None
+        if self._faiss is None:
+            self._faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
+            self._faiss.add(self.embeddings)
+        scores, indices = self._faiss.search(np.ascontiguousarray(queries), k)
+        return indices.astype(np.int64), scores
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "embeddings.npy", self.embeddings)
+        (folder / "ids.json").write_text(json.dumps(self.ids) + "\n")
+        meta = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint, "count": len(self),
+                "dim": int(self.embeddings.shape[1]), **self.info}
+        (folder / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GalleryIndex:
+        """Read an index folder. Raises ``TgirUserError`` for a missing, partial or foreign folder."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "index.json").read_text())
+            ids = json.loads((folder / "ids.json").read_text())
+            emb = np.load(folder / "embeddings.npy", allow_pickle=False)
+        except FileNotFoundError as err:
+            raise TgirUserError(f"{folder}: not a finished tgir index ({Path(err.filename).name} missing); "
+                                "build it with `tgir index`") from None
+        except (ValueError, OSError) as err:
+            raise TgirUserError(f"{folder}: unreadable index ({err})") from None
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise TgirUserError(f"{folder}: not a tgir index of version {VERSION}")
+        if len(ids) != meta.get("count") or emb.shape != (meta.get("count"), meta.get("dim")):
+            raise TgirUserError(f"{folder}: index files disagree (ids, embeddings, index.json); rebuild it")
+        info = {k: v for k, v in meta.items() if k not in ("format", "version", "fingerprint", "count", "dim")}
+        return cls(emb, ids, meta["fingerprint"], info)
+
+
+def exact_search(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by dot product, ties in gallery order; ``(indices [Q, k], scores [Q, k])``.
+
+    Queries are scored in chunks (at most ``CHUNK`` scores held at once), and each row sorts only
+    the candidates at or above its k-th best score, so a large gallery costs O(G) per query.
+    """
+    n = gallery.shape[0]
+    indices = np.empty((len(queries), k), np.int64)
+    top = np.empty((len(queries), k), np.float32)
+    step = max(1, CHUNK // max(n, 1))
+    for start in range(0, len(queries), step):
+        scores = queries[start:start + step] @ gallery.T  # [C, G]
+        for row, s in enumerate(scores):
+            # every candidate tied with the k-th best stays in, so gallery order can break the tie
+            cand = np.flatnonzero(s >= np.partition(s, n - k)[n - k]) if k < n else np.arange(n)
+            best = cand[np.lexsort((cand, -s[cand]))[:k]]
+            indices[start + row], top[start + row] = best, s[best]
+    return indices, top
+
+
+def build_index(embed: Callable[[list[str]], np.ndarray], items: Sequence[str], ids: Sequence[str], out: str | Path,
+                fingerprint: str, info: dict, progress: Callable[[int, int], None] | None = None) -> GalleryIndex:
+    """Embed ``items`` in parts of ``PART_ROWS`` and write the index; resumes a build left unfinished.
+
+    Args:
+        embed: Computes ``[n, D]`` embeddings of a list of items (image paths).
+        items: What to embed, in row order.
+        ids: One id per item.
+        out: Index folder.
+        fingerprint: The embedding bundle's fingerprint (a resumed build must use the same bundle).
+        info: Facts stored in ``index.json``.
+    """
+    out = Path(out)
+    parts = out / "parts"
+    plan = {"fingerprint": fingerprint, "count": len(items), "ids": list(ids)}
+    plan_file = parts / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != plan:
+        raise TgirUserError(f"{out}: holds an unfinished index of other images or another bundle; "
+                            "remove the folder or choose another --out")
+    parts.mkdir(parents=True, exist_ok=True)
+    plan_file.write_text(json.dumps(plan))
+    starts = range(0, len(items), PART_ROWS)
+    chunks = []
+    for n, start in enumerate(starts, 1):
+        file = parts / f"{start // PART_ROWS:06d}.npy"
+        if not file.is_file():
+            tmp = file.with_suffix(".tmp.npy")
+            np.save(tmp, embed(list(items[start:start + PART_ROWS])))
+            tmp.replace(file)  # a part exists only once complete
+        chunks.append(np.load(file))
+        if progress:
+            progress(n, len(starts))
+    index = GalleryIndex(np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32), ids, fingerprint, info)
+    index.save(out)
+    shutil.rmtree(parts)
+    return index

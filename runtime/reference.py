@@ -1,0 +1,65 @@
+"""PyTorch reference runner: the bundle's source checkpoint run eagerly, behind the same protocol.
+
+It answers "what should the graphs output?" for parity checks and benchmarks. torch and the core's
+model code are imported when a runner is made, never when ``tgir.runtime`` is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tgir.runtime.base import Runner
+
+from tgir.errors import TgirUserError
+from tgir.manifest import Manifest
+
+
+class TorchRunner(Runner):
+    """Runs the checkpoint a bundle was exported from, in PyTorch (CPU or CUDA).
+
+    Args:
+        folder: Bundle directory.
+        checkpoint: The source checkpoint (default: the one the manifest names, if unchanged).
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    backend = "torch"
+
+    def __init__(self, folder: str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
+                 manifest: Manifest | None = None) -> None:
+        super().__init__(folder, manifest)
+        import torch
+
+        from tgir.training.checkpoint import model_from_checkpoint
+
+        self._torch = torch
+        path = Path(checkpoint or self._recorded_checkpoint())
+        model, _ = model_from_checkpoint(path)
+        router = self.manifest.router
+        if router:  # the exported router settings, so the config digest can match
+            model.set_router(tau=router["tau"], conditional=router["form"] == "if")
+        if model.config.digest() != self.manifest.model["config_digest"]:
+            raise TgirUserError(f"{path}: not the model {self.folder} was exported from (config differs)")
+        if router:  # eager equivalent of the graphs: experts run as needed, sub-threshold gates zeroed
+            model.set_router(always_run=False, conditional=False)
+        self.device = device
+        self.model = model.eval().to(device)
+
+    def _recorded_checkpoint(self) -> str:
+        path, why = self.manifest.source_checkpoint()
+        if path is None:
+            raise TgirUserError(f"{self.folder}: {why.replace('--checkpoint', 'checkpoint=')}")
+        return path
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
+        with torch.no_grad():
+            if graph == "image_encoder":
+                out = self.model.encode_image(*args)
+            elif graph == "text_encoder":
+                out = self.model.encode_text(*args)
+            else:
+                out = (self.model.compose(args[0], *args[1:]),)
+        return [o.float().cpu().numpy() for o in out]

@@ -1,0 +1,118 @@
+"""Gallery index and search: exact top-k equals a brute-force sort, FAISS equals exact, resumable
+builds, refusal of foreign indices, and the `tgir index` / `tgir search` commands end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from tgir.runtime.index import GalleryIndex, build_index, exact_search
+
+from tgir.cli import main
+from tgir.errors import TgirUserError
+
+
+def _unit(rows, dim, seed):
+    x = np.random.default_rng(seed).standard_normal((rows, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_search_equals_brute_force():
+    g, q = _unit(500, 16, 0), _unit(40, 16, 1)
+    g[7] = g[3]  # an exact tie: the lower gallery row must rank first
+    q[0] = g[3]
+    idx, scores = exact_search(q, g, 10)
+    full = q @ g.T
+    for row in range(len(q)):
+        want = sorted(range(len(g)), key=lambda j: (-full[row, j], j))[:10]
+        assert idx[row].tolist() == want
+        np.testing.assert_array_equal(scores[row], full[row, want])
+    assert idx[0, :2].tolist() == [3, 7]
+    assert exact_search(q, g, 500)[0].shape == (40, 500)  # k = G sorts everything
+
+
+def test_faiss_equals_exact():
+    pytest.importorskip("faiss", reason="faiss-cpu not installed")
+    index = GalleryIndex(_unit(2000, 32, 2), [f"img{i}" for i in range(2000)], "fp")
+    q = _unit(25, 32, 3)
+    exact, fast = index.search(q, 20), index.search(q, 20, faiss=True)
+    assert exact.ids == fast.ids
+    np.testing.assert_allclose(exact.scores, fast.scores, atol=1e-5)
+
+
+def test_bad_k_and_dimension():
+    index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
+    for k in (0, -1, 6):
+        with pytest.raises(TgirUserError, match="k must be between 1 and the gallery size 5"):
+            index.search(_unit(1, 4, 1), k)
+    with pytest.raises(TgirUserError, match="dimension 3, the index 4"):
+        index.search(_unit(1, 3, 1), 2)
+
+
+def test_build_resumes_and_round_trips(tmp_path, monkeypatch):
+    import tgir.runtime.index as module
+
+    monkeypatch.setattr(module, "PART_ROWS", 4)
+    items = [f"x{i}" for i in range(10)]
+    emb = {f"x{i}": v for i, v in enumerate(_unit(10, 8, 5))}
+    calls = []
+
+    def embed(part, fail_at=None):
+        calls.append(part)
+        if fail_at and fail_at in part:
+            raise KeyboardInterrupt
+        return np.stack([emb[p] for p in part])
+
+    with pytest.raises(KeyboardInterrupt):  # interrupted in the third part
+        build_index(lambda p: embed(p, "x9"), items, items, tmp_path / "idx", "fp", {})
+    calls.clear()
+    built = build_index(embed, items, items, tmp_path / "idx", "fp", {"root": "r"})
+    assert calls == [items[8:]]  # parts 0 and 1 were kept
+    loaded = GalleryIndex.load(tmp_path / "idx")
+    np.testing.assert_array_equal(loaded.embeddings, built.embeddings)
+    assert loaded.ids == items and loaded.info == {"root": "r"} and not (tmp_path / "idx" / "parts").exists()
+    with pytest.raises(TgirUserError, match="not a finished tgir index"):
+        GalleryIndex.load(tmp_path)
+
+
+def test_index_and_search_commands(tiny_amc_bundle, tiny_css2d, tmp_path, capsys):
+    catalogue = tmp_path / "shop"
+    catalogue.mkdir()
+    for n, src in enumerate(sorted((tiny_css2d / "images").glob("css_test_*.png"))[:12]):
+        shutil.copy(src, catalogue / f"item{n:02d}.png")
+    ref = catalogue / "item03.png"
+    assert main(["index", "--bundle", str(tiny_amc_bundle), "--images", str(catalogue),
+                 "--out", str(tmp_path / "idx")]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 12
+    args = ["search", "--bundle", str(tiny_amc_bundle), "--index", str(tmp_path / "idx"), "--image", str(ref),
+            "--text", "make the red circle big", "-k", "5"]
+    assert main([*args, "--json", "--grid", str(tmp_path / "grid.png")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in result["results"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in result["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert Image.open(tmp_path / "grid.png").size[0] == 6 * 128
+    # the same ranking as embedding by hand and sorting every score
+    import tgir.runtime
+
+    with tgir.runtime.open(tiny_amc_bundle) as runner:
+        q = runner.encode_queries([ref], ["make the red circle big"])
+        g = runner.encode_images(sorted(catalogue.glob("*.png")))
+    assert [r["id"] for r in result["results"]] == [f"item{j:02d}.png" for j in np.argsort(-(q @ g.T)[0])[:5]]
+    # user mistakes: one line, exit 1
+    assert main([*args[:-2], "-k", "13"]) == 1
+    assert "k must be between 1 and the gallery size 12" in capsys.readouterr().err
+    assert main([*args[:-2], "-k", "0"]) == 1
+    capsys.readouterr()
+    assert main([*args[:5], "--image", str(tmp_path / "idx" / "ids.json"), *args[7:]]) == 1
+    assert "cannot decode image" in capsys.readouterr().err
+    assert main([*args[:-4], "--text", "qwerty zxcv", "-k", "3"]) == 0
+    assert "no word of 'qwerty zxcv'" in capsys.readouterr().err  # warns, still answers
+    data = json.loads((tmp_path / "idx" / "index.json").read_text())
+    data["fingerprint"] = "another-bundle"
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(data))
+    assert main(args) == 1
+    assert "built by another bundle" in capsys.readouterr().err

@@ -1,0 +1,140 @@
+"""Runners: ONNX Runtime vs the PyTorch reference on the same bundle, input validation against the
+contract, refusal of corrupted bundles, bundle evaluation under the CSS protocol."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import tgir.runtime
+from tgir.runtime.evaluate import evaluate_bundle
+from tgir.runtime.ort import OrtOptions, OrtRunner, save_optimized
+
+from tgir.data.registry import load_split
+from tgir.errors import TgirUserError
+
+MAX_ABS = 1e-4  # fp32 graphs vs eager PyTorch, the export issue's parity limit
+
+
+@pytest.fixture(scope="module")
+def split(tiny_css2d):
+    return load_split("css2d", str(tiny_css2d), "test")
+
+
+def test_ort_matches_torch(tiny_amc_bundle, split):
+    images = [split.images[i].path for i in range(11)]  # 11: two batches of max batch 8
+    texts = [q.text for q in split.queries[:11]]
+    out = {}
+    for backend in ("onnxruntime", "torch"):
+        with tgir.runtime.open(tiny_amc_bundle, backend) as runner:
+            assert runner.backend == backend
+            out[backend] = (runner.encode_images(images), runner.encode_queries(images, texts))
+    for got, want in zip(out["onnxruntime"], out["torch"], strict=True):
+        assert got.shape == want.shape == (11, 32)
+        assert np.abs(got - want).max() <= MAX_ABS
+    np.testing.assert_allclose(np.linalg.norm(out["onnxruntime"][0], axis=1), 1, atol=1e-5)
+
+
+def test_inputs_are_validated(tiny_amc_bundle, split):
+    runner = OrtRunner(tiny_amc_bundle)
+    good = runner.pixels([split.images[0].path])
+    with pytest.raises(TgirUserError, match="dtype float64, expected float32"):
+        runner.run("image_encoder", {"images": good.astype(np.float64)})
+    with pytest.raises(TgirUserError, match="axis 2 is 32, expected 64"):
+        runner.run("image_encoder", {"images": good[:, :, :32]})
+    with pytest.raises(TgirUserError, match=r"batch 9 outside the bundle.s range 1\.\.8"):
+        runner.run("image_encoder", {"images": np.repeat(good, 9, 0)})
+    with pytest.raises(TgirUserError, match=r"inputs are \['ids', 'lengths'\]"):
+        runner.run("text_encoder", {"ids": np.zeros((1, 8), np.int64)})
+    with pytest.raises(TgirUserError, match="batch 2 differs"):
+        runner.run("text_encoder", {"ids": np.zeros((1, 8), np.int64), "lengths": np.ones(2, np.int64)})
+    with pytest.raises(TgirUserError, match="unknown graph 'decoder'"):
+        runner.run("decoder", {})
+    with pytest.raises(TgirUserError, match="2 reference images but 1 texts"):
+        runner.encode_queries([split.images[0].path] * 2, ["make it red"])
+    with pytest.raises(TgirUserError, match="cannot decode image"):
+        runner.encode_images([__file__])
+    with pytest.warns(tgir.runtime.UnknownWordsWarning, match="no word of 'zzz qqq'"):
+        q = runner.encode_queries([split.images[0].path], ["zzz qqq"])
+    assert np.isfinite(q).all()  # still answers
+
+
+def test_saved_optimized_graphs_are_used_and_equal(tiny_amc_bundle, tmp_path, split):
+    from tgir.manifest import Manifest
+
+    folder = tmp_path / "b"
+    shutil.copytree(tiny_amc_bundle, folder)
+    manifest = Manifest.load(folder)
+    entry = save_optimized(folder, manifest)
+    manifest.save(folder)
+    assert all((folder / f).is_file() for f in entry["files"].values())
+    images = [split.images[i].path for i in range(5)]
+    saved, plain = OrtRunner(folder), OrtRunner(folder, OrtOptions(use_saved=False))
+    assert saved.sessions["composer"]._model_path.endswith("composer.ort.onnx")
+    np.testing.assert_allclose(saved.encode_images(images), plain.encode_images(images), atol=1e-6)
+
+
+def _edit(folder, change):
+    data = json.loads((folder / "manifest.json").read_text())
+    change(data)
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+def test_corrupt_bundles_are_refused(tiny_amc_bundle, tmp_path):
+    def fresh(name):
+        folder = tmp_path / name
+        shutil.copytree(tiny_amc_bundle, folder)
+        return folder
+
+    b = fresh("contract")
+    _edit(b, lambda d: d["graphs"]["composer"]["inputs"][0].update(name="regions"))
+    with pytest.raises(TgirUserError, match="I/O contract was edited"):
+        tgir.runtime.open(b)
+    b = fresh("range")
+    _edit(b, lambda d: d["graphs"]["image_encoder"]["dynamic"].update(batch=[1, 1, 0]))
+    with pytest.raises(TgirUserError, match=r"range \[1, 1, 0\] is not \[min, opt, max\]"):
+        tgir.runtime.open(b)
+    b = fresh("graph")  # the graph file itself replaced by another graph, manifest re-signed
+    shutil.copy(b / "text_encoder.onnx", b / "composer.onnx")
+    from tgir.manifest import Manifest
+
+    m = Manifest.load(b, verify=False)
+    m.save(b)
+    with pytest.raises(TgirUserError, match="the manifest does not describe this graph"):
+        tgir.runtime.open(b)
+    b = fresh("truncated")
+    (b / "image_encoder.onnx").write_bytes((b / "image_encoder.onnx").read_bytes()[:1000])
+    with pytest.raises(TgirUserError, match="checksum differs"):
+        tgir.runtime.open(b)
+    with pytest.raises(TgirUserError, match="unknown backend 'tflite'"):
+        tgir.runtime.open(tiny_amc_bundle, "tflite")
+
+
+def test_bundle_recall_matches_the_checkpoints(tiny_amc_bundle, split):
+    """``tgir eval --bundle`` and ``tgir eval --checkpoint`` agree (fixed text length, batching and
+    ONNX Runtime change nothing beyond float noise: at most one query may flip on a near tie)."""
+    from tgir.training.checkpoint import model_from_checkpoint
+    from tgir.training.embed import evaluate_models
+
+    result = evaluate_bundle(OrtRunner(tiny_amc_bundle), split, batch=5)
+    model, ckpt = model_from_checkpoint(tiny_amc_bundle.parent / "m.pt")
+    model.set_router(tau=0.4)
+    reference = evaluate_models([(model, ckpt.vocab)], split, 16, "cpu")
+    for k in ("R@1", "R@5", "R@10", "R@50"):
+        assert abs(result[k] - reference[k]) <= 100 / len(split.queries) + 1e-9, k
+    assert result["bundle"]["precision"] == "fp32" and result["queries"] == len(split.queries)
+    assert set(result["per_op"]) == {"add", "remove", "make"}
+
+
+def test_runtime_never_imports_torch_or_the_exporter(tiny_amc_bundle):
+    code = ("import sys, tgir.runtime, tgir.runtime.index, tgir.runtime.evaluate\n"
+            f"r = tgir.runtime.open({str(tiny_amc_bundle)!r})\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('tgir.export', 'tgir.calib'))))")
+    with warnings.catch_warnings():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

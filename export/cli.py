@@ -10,6 +10,8 @@ COMMANDS: dict[str, str] = {
     "onnx": "tgir.export.commands:onnx_command",
     "check": "tgir.export.commands:check_command",
     "calibrate": "tgir.export.commands:calibrate_command",
+    "fp16": "tgir.export.commands:fp16_command",
+    "build-engine": "tgir.export.commands:build_engine_command",
 }
 
 

@@ -119,3 +119,123 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
     result = {"out": out_dir, "precision": manifest.precision, "quantization": manifest.build["quantization"],
               **report.to_dict()}
     click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@click.command("fp16")
+@click.option("--bundle", required=True, type=click.Path(file_okay=False), help="fp32 bundle (tgir-export onnx).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="FP16 bundle directory.")
+@click.option("--keep-op", "keep_ops", multiple=True, metavar="OP",
+              help="Op type computed in fp32; repeatable; replaces the default list (LayerNormalization, Softmax, "
+                   "ReduceMean/Sum/L2/SumSquare/LogSumExp, Div, Pow, Sqrt, Exp, Log).")
+@click.option("--keep-module", "keep_modules", multiple=True, metavar="PATTERN",
+              help="Node names or torch module paths (fnmatch) computed in fp32; repeatable. Default: *router*.")
+@click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def fp16_command(bundle, out_dir, keep_ops, keep_modules, overwrite, as_json) -> None:
+    """Convert an fp32 bundle to FP16 (mixed precision: normalisation, softmax and reductions stay fp32;
+    I/O stays float32), inside the experts' If branches too, then check it."""
+    from tgir.calib.fp16 import Fp16Config, fp16_from_bundle
+    from tgir.export.check import check_graphs, require_ok
+
+    cfg = Fp16Config(**({"keep_ops": keep_ops} if keep_ops else {}),
+                     **({"keep_modules": keep_modules} if keep_modules else {}))
+    manifest = fp16_from_bundle(bundle, out_dir, cfg, overwrite,
+                                progress=lambda g: click.echo(f"converting {g} ...", err=True))
+    report = check_graphs(out_dir, tensorrt="10.15")
+    require_ok(report, out_dir)
+    result = {"out": out_dir, "precision": manifest.precision, "fp16": manifest.build["fp16"], **report.to_dict()}
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _stage_reporter():
+    """One line per stage with its elapsed time; counts inside a stage every ~10%."""
+    import time
+
+    state = {"stage": None, "t0": time.perf_counter(), "tick": -1}
+
+    def report(stage: str, done: int, total: int) -> None:
+        head = stage.split(" ")[0]
+        if head != state["stage"]:
+            state.update(stage=head, tick=-1)
+            click.echo(f"[{time.perf_counter() - state['t0']:6.1f}s] {stage} ...", err=True)
+        elif total and 10 * done // total != state["tick"]:
+            state["tick"] = 10 * done // total
+            click.echo(f"           {stage} {done}/{total}", err=True)
+
+    return report
+
+
+@click.command("build-engine")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Trained checkpoint [default: the shipped "
+              "AMC, trained/amc_css2d.pt].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default="int8", show_default=True,
+              help="int8: Q/DQ graphs calibrated on real samples; best: int8 plus fp16 elsewhere on TensorRT.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
+              help="auto: TensorRT when it imports and a GPU is present, else ONNX Runtime.")
+@click.option("--calib-data", type=click.Path(file_okay=False),
+              help="Dataset root for INT8 calibration [default: a generated CSS-2D training split].")
+@click.option("--calib-dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--calib-method", type=click.Choice(["entropy", "percentile", "max"]), default="percentile",
+              show_default=True, help="Activation observer (the shipped setting is percentile 99.99).")
+@click.option("--calib-samples", default=512, show_default=True, help="Calibration queries.")
+@click.option("--out", "out_dir", default="bundle", show_default=True, type=click.Path(file_okay=False))
+@click.option("--router", type=click.Choice(["if", "dense"]), default="if", show_default=True,
+              help="AMC router form: ONNX If per expert, or every expert computed with gates applied.")
+@click.option("--tau", type=float, help="AMC gate threshold (default: the checkpoint's).")
+@click.option("--max-batch", default=64, show_default=True, help="Largest batch of the dynamic batch axis.")
+@click.option("--opt-batch", default=1, show_default=True, help="Batch TensorRT tunes its kernels for.")
+@click.option("--max-text-len", default=32, show_default=True, help="Padded text length.")
+@click.option("--threads", default=0, show_default=True, help="ONNX Runtime intra-op threads (0: one per core).")
+@click.option("--parity/--no-parity", default=True, show_default=True, help="Check ONNX against PyTorch first.")
+@click.option("--workspace-mib", type=int, help="TensorRT builder workspace limit.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="TensorRT timing cache file (read and updated).")
+@click.option("--version-compatible", is_flag=True, help="TensorRT: engines the lean runtime of later versions runs.")
+@click.option("--exclude-lean-runtime", is_flag=True, help="TensorRT: with --version-compatible, do not embed "
+              "the lean runtime (the app ships it).")
+@click.option("--dla-core", type=int, help="Jetson: build for this DLA core (GPU fallback for other layers).")
+@click.option("--legacy-calibrator", is_flag=True, help="TensorRT 8.5-10.x: implicit INT8 from a calibration "
+              "cache instead of Q/DQ graphs (removed in TensorRT 11).")
+@click.option("--calibration-cache", type=click.Path(dir_okay=False), help="TensorRT calibration cache for "
+              "--legacy-calibrator.")
+@click.option("--builder-optimization-level", type=click.IntRange(0, 5), help="TensorRT builder effort (default 3).")
+@click.option("--static-batch", is_flag=True, help="TensorRT: one fixed batch (the max) instead of a range.")
+@click.option("--gpu-fallback/--no-gpu-fallback", default=True, show_default=True,
+              help="DLA: run layers DLA cannot on the GPU.")
+@click.option("--device", default=0, show_default=True, help="CUDA device to build for.")
+@click.option("--force", is_flag=True, help="Rebuild even if --out holds a bundle built from the same recipe.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def build_engine_command(checkpoint, precision, backend, calib_data, calib_dataset, calib_method, calib_samples,
+                         out_dir, router, tau, max_batch, opt_batch, max_text_len, threads, parity, workspace_mib,
+                         timing_cache, version_compatible, exclude_lean_runtime, dla_core, legacy_calibrator,
+                         calibration_cache, builder_optimization_level, static_batch, gpu_fallback, device, force,
+                         as_json) -> None:
+    """Build a deployable bundle: export -> check -> calibrate -> engines (TensorRT) or optimised
+    ONNX Runtime graphs. With no options: the shipped AMC, INT8, into ./bundle."""
+    from tgir.export.build import BuildConfig, CalibSettings, build_bundle
+    from tgir.export.onnx import OnnxConfig
+
+    engine = {k: v for k, v in {"workspace_mib": workspace_mib, "timing_cache": timing_cache,
+                                "version_compatible": version_compatible or None,
+                                "exclude_lean_runtime": exclude_lean_runtime or None, "dla_core": dla_core,
+                                "legacy_calibrator": legacy_calibrator or None,
+                                "builder_optimization_level": builder_optimization_level,
+                                "static_batch": static_batch or None, "gpu_fallback": None if gpu_fallback else False,
+                                "device": device or None}.items() if v is not None}
+    cfg = BuildConfig(checkpoint=checkpoint, out=out_dir, precision=precision, backend=backend,
+                      onnx=OnnxConfig(tau=tau, router=router, max_batch=max_batch, opt_batch=opt_batch,
+                                      text_length=max_text_len),
+                      calib=CalibSettings(data=calib_data, dataset=calib_dataset, method=calib_method,
+                                          samples=calib_samples),
+                      parity=parity, threads=threads, engine=engine, calibration_cache=calibration_cache)
+    manifest, summary = build_bundle(cfg, _stage_reporter(), force=force)
+    summary = {**summary, "precision": manifest.precision, "backend": manifest.backend,
+               "family": manifest.model["family"], "files": sorted(manifest.files)}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    state = "up to date (same checkpoint and settings; --force rebuilds)" if summary["up_to_date"] else "built"
+    click.echo(f"{state}: {out_dir}/  ({manifest.model['family']}, {manifest.precision}, {manifest.backend})")
+    for name in sorted(manifest.files):
+        click.echo(f"  {name}")
+    click.echo(f"next: tgir index --bundle {out_dir} --images CATALOGUE_DIR --out index/\n"
+               f"      tgir search --bundle {out_dir} --index index/ --image REF.png --text \"make it red\"")

@@ -41,6 +41,7 @@ class OnnxConfig:
             flow: TensorRT runs ``If`` conditionals about as slowly as both branches).
         opset: ONNX opset (18..23).
         max_batch: Largest batch of the dynamic batch axis.
+        opt_batch: The batch TensorRT optimisation profiles tune for (recorded in the contract).
         text_length: Fixed padded text length of the text graph (texts are padded to it).
     """
 
@@ -48,6 +49,7 @@ class OnnxConfig:
     router: str = "if"
     opset: int = 18
     max_batch: int = 64
+    opt_batch: int = 1
     text_length: int = 32
 
     def __post_init__(self) -> None:
@@ -57,6 +59,8 @@ class OnnxConfig:
             raise TgirUserError(f"opset {self.opset} out of range; valid: {OPSETS.start}..{OPSETS.stop - 1}")
         if self.max_batch < 2 or self.text_length < 1:
             raise TgirUserError("need max_batch >= 2 and text_length >= 1")
+        if not 1 <= self.opt_batch <= self.max_batch:
+            raise TgirUserError(f"need 1 <= opt batch <= max batch, got {self.opt_batch} and {self.max_batch}")
         if self.tau is not None and not 0 <= self.tau < 1:
             raise TgirUserError(f"tau must be in [0, 1), got {self.tau}")
 
@@ -172,7 +176,7 @@ def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Pat
 
 def _write_bundle(model: RetrievalModel, vocab: Vocabulary, cfg: OnnxConfig, router: dict, folder: Path,
                   progress: Callable[[str], None] | None, facts: dict) -> Manifest:
-    contract = io_contract(model.config, cfg.max_batch, cfg.text_length)
+    contract = io_contract(model.config, cfg.max_batch, cfg.text_length, cfg.opt_batch)
     examples = _examples(model, cfg.text_length)
     graphs = contract_to_json(contract)
     for name, module in graph_modules(model).items():

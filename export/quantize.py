@@ -37,6 +37,7 @@ def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibDa
     onnx_cfg = OnnxConfig(tau=router.get("tau"), router=router.get("form", "if") if router.get("tau") else "if",
                           opset=manifest.build.get("opset", 18),
                           max_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][-1],
+                          opt_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][1],
                           text_length=manifest.tokenizer["max_length"])
     if router:  # the settings the bundle was exported with, so the config digest matches
         model.set_router(tau=router["tau"], conditional=router["form"] == "if")

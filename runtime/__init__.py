@@ -31,7 +31,7 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
         backend: ``"auto"`` (TensorRT for a bundle with engines, else ONNX Runtime), ``"onnxruntime"``,
             ``"tensorrt"`` or ``"torch"`` (the PyTorch reference of the source checkpoint).
         **options: Backend settings: ONNX Runtime ``provider``, ``threads``, ``level``; torch
-            ``checkpoint``, ``device``.
+            ``checkpoint``, ``device``; TensorRT ``device``, ``lean_runtime``, ``strict_device``.
 
     Raises:
         TgirUserError: Unknown backend, a bad bundle, or a backend this bundle or machine lacks.
@@ -49,6 +49,6 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
         from tgir.runtime.reference import TorchRunner
 
         return TorchRunner(bundle, manifest=manifest, **options)
-    from tgir.runtime.trt import TensorRTRunner
+    from tgir.runtime.trt import TensorRTRunner, TrtOptions
 
-    return TensorRTRunner(bundle, manifest=manifest, **options)
+    return TensorRTRunner(bundle, TrtOptions(**options), manifest)

@@ -1,0 +1,72 @@
+"""tgir-export build-engine: export -> check -> calibrate -> ONNX Runtime bundle in one command; a
+bundle from the same recipe is kept, a stale one rebuilt, foreign folders and missing TensorRT refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tgir.runtime
+from tgir.export.cli import main
+
+from tgir.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def built(tiny_amc_bundle, tiny_css2d, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "bundle"
+    args = ["build-engine", "--checkpoint", str(tiny_amc_bundle.parent / "m.pt"), "--out", str(out),
+            "--calib-data", str(tiny_css2d), "--calib-samples", "32", "--max-batch", "8", "--max-text-len", "8",
+            "--tau", "0.4", "--no-parity", "--backend", "onnxruntime", "--json"]
+    assert main(args) == 0
+    return out, args
+
+
+def test_builds_an_int8_onnxruntime_bundle(built, tiny_amc_bundle, tiny_css2d, capsys):
+    out, _ = built
+    m = Manifest.load(out)
+    assert (m.precision, m.backend) == ("int8", "onnxruntime")
+    assert m.build["quantization"]["flavour"] == "cpu"  # ONNX Runtime CPU: uint8 activations
+    assert set(m.build["onnxruntime_optimized"]["files"]) == {"image_encoder", "text_encoder", "composer"}
+    recipe = json.loads((out / "build_config.json").read_text())
+    assert recipe["calib"]["samples"] == 32 and recipe["onnx"]["max_batch"] == 8
+    # the INT8 bundle answers close to the fp32 bundle it came from
+    from tgir.data.registry import load_split
+
+    split = load_split("css2d", str(tiny_css2d), "test")
+    images, texts = [split.images[q.ref].path for q in split.queries[:8]], [q.text for q in split.queries[:8]]
+    with tgir.runtime.open(out) as q8, tgir.runtime.open(tiny_amc_bundle) as f32:
+        cos = (q8.encode_queries(images, texts) * f32.encode_queries(images, texts)).sum(1)
+    assert cos.min() > 0.9, cos
+
+
+def test_same_recipe_is_up_to_date_and_a_changed_one_rebuilds(built, capsys):
+    out, args = built
+    capsys.readouterr()
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["up_to_date"] is True
+    before = Manifest.load(out).build["recipe_sha256"]
+    assert main([*args, "--calib-method", "max"]) == 0
+    assert json.loads(capsys.readouterr().out)["up_to_date"] is False
+    after = Manifest.load(out)
+    assert after.build["recipe_sha256"] != before and after.build["quantization"]["method"] == "max"
+
+
+def test_refusals(built, tmp_path, capsys):
+    _, args = built
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    at = args.index("--out") + 1
+    assert main([*args[:at], str(foreign), *args[at + 1:]]) == 1
+    assert "is not a tgir bundle" in capsys.readouterr().err
+    assert (foreign / "holiday.jpg").exists()  # nothing lost
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        b = args.index("--backend") + 1
+        assert main([*args[:at], str(tmp_path / "trt"), *args[at + 1:b], "tensorrt", *args[b + 1:]]) == 1
+        assert "tensorrt" in capsys.readouterr().err.lower()
+        assert not (tmp_path / "trt").exists()  # a failed build leaves nothing behind
+    assert main([*args[:1], "--checkpoint", str(tmp_path / "none.pt"), *args[3:]]) == 1
+    assert "none.pt: checkpoint not found" in capsys.readouterr().err

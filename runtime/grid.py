@@ -45,7 +45,7 @@ def draw_grid(reference: str | Path, text: str, results: list[dict], out: str | 
             img = load_image(row["path"])
         except TgirUserError:
             img = Image.new("RGB", (TILE, TILE), "grey")
-        tiles.append(_tile(img, f"#{row['rank']} {row['score']:.3f}", "green" if row["rank"] == 1 else "black"))
+        tiles.append(_tile(img, f"#{row['rank']}  score {row['score']:.3f}", "green" if row["rank"] == 1 else "black"))
     cols = min(COLUMNS, len(tiles))
     lines = textwrap.wrap(text, width=cols * TILE // 7) or [""]
     header = 8 + 14 * len(lines)

@@ -22,7 +22,9 @@ def _bundle(folder, tiny, vocab: Vocabulary, precision="fp32", size=None):
     prep = {"size": size or cfg.image_size, "resize": None, "mean": [0.485, 0.456, 0.406],
             "std": [0.229, 0.224, 0.225], "color_order": "RGB", "layout": "NCHW", "dtype": "float32"}
     Manifest(model={"family": "amc", "config_digest": cfg.digest(), "config": cfg.to_dict()},
-             graphs=contract_to_json(io_contract(cfg, 8, LENGTH)), preprocess=prep,
+             graphs={g: {"file": f"{g}.onnx", **spec}
+                     for g, spec in contract_to_json(io_contract(cfg, 8, LENGTH)).items()},
+             preprocess=prep,
              tokenizer={"vocab_file": "vocab.json", "max_length": LENGTH}, precision=precision,
              files={"vocab.json": ""}).save(folder)
     return folder

@@ -138,3 +138,15 @@ def test_runtime_never_imports_torch_or_the_exporter(tiny_amc_bundle):
     with warnings.catch_warnings():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_eval_bundle_command(tiny_amc_bundle, tiny_css2d, capsys):
+    from tgir.cli import main
+
+    assert main(["eval", "--bundle", str(tiny_amc_bundle), "--data", str(tiny_css2d), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["queries"] == 180 and result["bundle"]["backend"] == "onnxruntime" and "R@1" in result
+    assert main(["eval", "--bundle", str(tiny_amc_bundle)]) == 1
+    assert "--bundle needs --data" in capsys.readouterr().err
+    assert main(["eval", "--bundle", str(tiny_amc_bundle), "--data", str(tiny_css2d), "--tau", "0.1"]) == 1
+    assert "drop --checkpoint, --tau" in capsys.readouterr().err

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from onnx import TensorProto, numpy_helper
 
 import tgir
 from tgir.errors import TgirInternalError, TgirUserError
-from tgir.manifest import Manifest, sha256
+from tgir.manifest import Manifest, sha256, staged_bundle
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -420,20 +419,8 @@ def fp16_from_bundle(bundle: str | Path, out_dir: str | Path, cfg: Fp16Config = 
         raise TgirUserError(f"{source}: bundle is already {manifest.precision}; convert its fp32 export instead")
     if out.resolve() == source.resolve():
         raise TgirUserError(f"{out}: is the source bundle; write the fp16 bundle elsewhere")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as err:
-        raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
-    try:
+    with staged_bundle(out, overwrite) as tmp:
         new = _write_fp16(source, manifest, tmp, cfg, progress)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return new
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from tgir.export.cleanup import drop_noop_int_clips
 from tgir.export.graphs import graph_modules
 
 from tgir.errors import TgirUserError
-from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract, sha256
+from tgir.manifest import GRAPHS, Manifest, contract_to_json, io_contract, sha256, staged_bundle
 from tgir.models.base import RetrievalModel
 from tgir.training.checkpoint import model_from_checkpoint
 from tgir.training.embed import preprocess_for
@@ -155,22 +153,9 @@ def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Pat
         The written manifest.
     """
     router = configure_router(model, cfg)
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    except OSError as err:
-        raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
-    try:
+    with staged_bundle(out_dir, overwrite) as tmp:
         manifest = _write_bundle(model, vocab, cfg, router, tmp, progress,
                                  {"source": source or {}, "precision": precision, "build": build or {}})
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

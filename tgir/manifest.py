@@ -9,8 +9,12 @@ it instead of guessing tensor names, dtypes, shapes or preprocessing. Three grap
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -192,6 +196,31 @@ class Manifest:
             if verify and sha256(file) != digest:
                 raise TgirUserError(f"{file}: checksum differs from manifest.json (file changed or truncated)")
         return manifest
+
+
+@contextlib.contextmanager
+def staged_bundle(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """An empty folder beside ``out_dir`` to assemble a bundle in; it replaces ``out_dir`` when the
+    block succeeds and is removed when it fails, so a failed write never leaves half a bundle.
+
+    Raises:
+        TgirUserError: ``out_dir`` exists and is not empty without ``overwrite``, or is not writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def contract_digest(graphs: dict) -> str:

@@ -116,7 +116,7 @@ def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data:
     if not parity:
         return report
     if checkpoint is None:
-        checkpoint, why = recorded_checkpoint(Manifest.load(folder, verify=False))
+        checkpoint, why = Manifest.load(folder, verify=False).source_checkpoint()
         if checkpoint is None:
             report.parity = {"skipped": why}
             return report
@@ -125,11 +125,6 @@ def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data:
     report.parity = run_parity(folder, checkpoint, data, dataset, progress=progress)
     report.problems.extend(f"parity: {p}" for p in report.parity["problems"])
     return report
-
-
-def recorded_checkpoint(manifest: Manifest) -> tuple[str | None, str]:
-    """The bundle's source checkpoint if unchanged (see ``Manifest.source_checkpoint``)."""
-    return manifest.source_checkpoint()
 
 
 def _numel(tensor: onnx.TensorProto) -> int:

@@ -14,30 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import torch
+from tgir.runtime.base import Runner
+from tgir.runtime.ort import OrtOptions, OrtRunner
+from tgir.runtime.reference import TorchRunner
 
-from tgir.data.images import load_image
 from tgir.data.records import RetrievalSplit
 from tgir.data.registry import load_split
-from tgir.errors import TgirUserError
 from tgir.manifest import Manifest
-from tgir.models.base import RetrievalModel
-from tgir.training.checkpoint import model_from_checkpoint
-from tgir.training.embed import preprocess_for
-from tgir.vocab import Vocabulary
 
 MAX_ABS = 1e-4
 MIN_COSINE = 0.99999
 TOP_K = 10
 TIE = 1e-5
-
-
-def _sessions(folder: Path, manifest: Manifest) -> dict[str, ort.InferenceSession]:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return {name: ort.InferenceSession(str(folder / spec["file"]), opts, providers=["CPUExecutionProvider"])
-            for name, spec in manifest.graphs.items()}
 
 
 def _subset(split: RetrievalSplit, queries: int, gallery: int) -> tuple[list, list[int]]:
@@ -64,31 +52,6 @@ def _rank_mismatches(q_ref: np.ndarray, g_ref: np.ndarray, q_got: np.ndarray, g_
     return bad
 
 
-class _Backends:
-    """The same three calls on PyTorch (reference) and on ONNX Runtime."""
-
-    def __init__(self, model: RetrievalModel, sessions: dict, manifest: Manifest) -> None:
-        self.model, self.sessions = model, sessions
-        self.composer_inputs = [t["name"] for t in manifest.graphs["composer"]["inputs"]]
-
-    @torch.no_grad()
-    def images(self, name: str, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if name == "torch":
-            gallery, tokens = self.model.encode_image(torch.from_numpy(pixels))
-            return gallery.numpy(), tokens.numpy()
-        gallery, tokens = self.sessions["image_encoder"].run(None, {"images": pixels})
-        return gallery, tokens
-
-    @torch.no_grad()
-    def queries(self, name: str, tokens: np.ndarray, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        if name == "torch":
-            feats = self.model.encode_text(torch.from_numpy(ids), torch.from_numpy(lengths))
-            return self.model.compose(torch.from_numpy(tokens), *feats).numpy()
-        text = self.sessions["text_encoder"].run(None, {"ids": ids, "lengths": lengths})
-        feeds = dict(zip(self.composer_inputs, [tokens, *text], strict=True))
-        return self.sessions["composer"].run(None, feeds)[0]
-
-
 def _stats(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     cos = (ref * got).sum(-1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-12)
     return float(np.abs(ref - got).max()), float(cos.min())
@@ -112,16 +75,8 @@ def parity(folder: str | Path, checkpoint: str | Path, data: str | Path | None =
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    model, _ = model_from_checkpoint(checkpoint)
-    router = manifest.router
-    if router and model.config.family == "amc":  # the router settings the exporter wrote into the config
-        model.set_router(tau=router["tau"], conditional=router["form"] == "if")
-    if model.config.digest() != manifest.model["config_digest"]:
-        raise TgirUserError(f"{checkpoint}: its model config differs from the one {folder} was exported from "
-                            f"(a {model.config.family} model; the bundle holds {manifest.model['family']})")
-    if router:  # the eager reference: every expert run as needed, sub-threshold gates zeroed
-        model.set_router(always_run=False, conditional=False)
-    model.eval()
+    runners = {"torch": TorchRunner(folder, checkpoint, manifest=manifest),
+               "onnxruntime": OrtRunner(folder, OrtOptions(provider="cpu"), manifest)}
     with tempfile.TemporaryDirectory(prefix="tgir-parity-") as tmp:
         if data is None:
             from tgir.data.css2d import Css2dConfig, write_css2d
@@ -129,16 +84,14 @@ def parity(folder: str | Path, checkpoint: str | Path, data: str | Path | None =
             write_css2d(Css2dConfig(scale=0.01), tmp)
             data = tmp
         split = load_split(dataset, str(data), "test")
-        return _compare(folder, manifest, model, split, queries, gallery, batch, progress)
+        return _compare(runners, split, queries, gallery, batch, progress)
 
 
-def _compare(folder: Path, manifest: Manifest, model: RetrievalModel, split: RetrievalSplit, queries: int,
-             gallery: int, batch: int, progress: Callable[[int, int], None] | None) -> dict:
+def _compare(runners: dict[str, Runner], split: RetrievalSplit, queries: int, gallery: int, batch: int,
+             progress: Callable[[int, int], None] | None) -> dict:
+    """Embed the same images and queries with every runner (the PyTorch reference, ONNX Runtime)."""
     chosen, pool = _subset(split, queries, gallery)
-    vocab = Vocabulary.load(folder / manifest.tokenizer["vocab_file"])
-    length = manifest.tokenizer["max_length"]
-    prep = preprocess_for(model)
-    backends = _Backends(model, _sessions(folder, manifest), manifest)
+    reference = runners["torch"]
     order = sorted(set(pool) | {q.ref for q in chosen})  # every image once: gallery subset + references
     slot = {img: i for i, img in enumerate(order)}
     refs = {q.ref for q in chosen}
@@ -147,9 +100,9 @@ def _compare(folder: Path, manifest: Manifest, model: RetrievalModel, split: Ret
     tokens = {"torch": {}, "onnxruntime": {}}  # reference image -> its tokens, per backend
     for start in range(0, len(order), batch):
         ids = order[start:start + batch]
-        pixels = np.stack([prep(load_image(split.images[i].path)) for i in ids])  # [b, 3, S, S]
+        pixels = reference.pixels([split.images[i].path for i in ids])  # [b, 3, S, S]
         for name in embedded:
-            g, t = backends.images(name, pixels)
+            g, t = runners[name].encode_images(pixels, tokens=True)
             embedded[name].append(g)
             tokens[name].update({img: t[k] for k, img in enumerate(ids) if img in refs})
         done += 1
@@ -158,10 +111,10 @@ def _compare(folder: Path, manifest: Manifest, model: RetrievalModel, split: Ret
     composed = {"torch": [], "onnxruntime": []}
     for start in range(0, len(chosen), batch):
         qs = chosen[start:start + batch]
-        ids, lengths = vocab.encode_batch([q.text for q in qs], length)
+        ids, lengths = reference.vocab.encode_batch([q.text for q in qs], reference.text_length)
         for name in composed:
             ref_tokens = np.stack([tokens[name][q.ref] for q in qs])  # [b, N, D] from this backend
-            composed[name].append(backends.queries(name, ref_tokens, ids, lengths))
+            composed[name].append(runners[name].compose(ref_tokens, ids, lengths))
         done += 1
         if progress:
             progress(done, steps)

@@ -8,12 +8,10 @@ from pathlib import Path
 
 from tgir.calib.data import CalibData, bundle_inputs, calibration_batches
 from tgir.calib.qdq import QuantConfig, quantize_model
-from tgir.export.check import recorded_checkpoint
 from tgir.export.onnx import OnnxConfig, onnx_from_model
 
-from tgir.errors import TgirUserError
 from tgir.manifest import Manifest, sha256
-from tgir.training.checkpoint import model_from_checkpoint
+from tgir.training.checkpoint import model_for_bundle
 
 
 def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibData, cfg: QuantConfig,
@@ -28,21 +26,13 @@ def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibDa
         The new manifest and the calibrated ranges (module name -> ``Range``).
     """
     manifest, _, vocab = bundle_inputs(bundle)
-    if checkpoint is None:
-        checkpoint, why = recorded_checkpoint(manifest)
-        if checkpoint is None:
-            raise TgirUserError(f"{bundle}: {why}")
-    model, _ = model_from_checkpoint(checkpoint)
+    model = model_for_bundle(manifest, bundle, checkpoint)
     router = manifest.router
     onnx_cfg = OnnxConfig(tau=router.get("tau"), router=router.get("form", "if") if router.get("tau") else "if",
                           opset=manifest.build.get("opset", 18),
                           max_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][-1],
                           opt_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][1],
                           text_length=manifest.tokenizer["max_length"])
-    if router:  # the settings the bundle was exported with, so the config digest matches
-        model.set_router(tau=router["tau"], conditional=router["form"] == "if")
-    if model.config.digest() != manifest.model["config_digest"]:
-        raise TgirUserError(f"{checkpoint}: not the model {bundle} was exported from (config differs)")
     batches = calibration_batches(bundle, data, progress=lambda d, n: progress and progress("calibrating", d, n))
     ranges = quantize_model(model, batches, cfg)
     facts = {"quantization": {"flavour": cfg.flavour, "method": cfg.method, "percentile": cfg.percentile,

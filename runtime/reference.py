@@ -31,20 +31,12 @@ class TorchRunner(Runner):
         super().__init__(folder, manifest)
         import torch
 
-        from tgir.training.checkpoint import model_from_checkpoint
+        from tgir.training.checkpoint import model_for_bundle
 
         self._torch = torch
-        path = Path(checkpoint or self._recorded_checkpoint())
-        model, _ = model_from_checkpoint(path)
-        router = self.manifest.router
-        if router:  # the exported router settings, so the config digest can match
-            model.set_router(tau=router["tau"], conditional=router["form"] == "if")
-        if model.config.digest() != self.manifest.model["config_digest"]:
-            raise TgirUserError(f"{path}: not the model {self.folder} was exported from (config differs)")
-        if router:  # eager equivalent of the graphs: experts run as needed, sub-threshold gates zeroed
-            model.set_router(always_run=False, conditional=False)
+        model = model_for_bundle(self.manifest, self.folder, checkpoint or self._recorded_checkpoint(), reference=True)
         self.device = device
-        self.model = model.eval().to(device)
+        self.model = model.to(device)
 
     def _recorded_checkpoint(self) -> str:
         path, why = self.manifest.source_checkpoint()

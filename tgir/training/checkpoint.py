@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from tgir.errors import TgirUserError
+from tgir.manifest import Manifest
 from tgir.models.base import RetrievalModel, build_model
 from tgir.models.config import ModelConfig
 from tgir.training.config import RunConfig
@@ -111,3 +112,33 @@ def model_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[Retri
     weights = ckpt.ema if use_ema and ckpt.ema is not None else ckpt.model
     load_state(model, weights, str(path))
     return model.eval(), ckpt
+
+
+def model_for_bundle(manifest: Manifest, folder: str | Path, checkpoint: str | Path | None = None,
+                     reference: bool = False) -> RetrievalModel:
+    """The model a bundle was exported from, with the bundle's router settings.
+
+    Args:
+        manifest: The bundle's manifest.
+        folder: The bundle (for messages).
+        checkpoint: The source checkpoint; None: the one the manifest names, if still unchanged.
+        reference: Run AMC's router eagerly (experts as needed, sub-threshold gates zeroed): the
+            graphs' numbers without control flow, the reference parity and runners compare with.
+
+    Raises:
+        TgirUserError: No usable checkpoint, or one whose model config is not the bundle's.
+    """
+    if checkpoint is None:
+        checkpoint, why = manifest.source_checkpoint()
+        if checkpoint is None:
+            raise TgirUserError(f"{folder}: {why}")
+    model, _ = model_from_checkpoint(checkpoint)
+    router = manifest.router
+    if router and model.config.family == "amc":  # the settings the exporter wrote into the config
+        model.set_router(tau=router["tau"], conditional=router["form"] == "if")
+    if model.config.digest() != manifest.model["config_digest"]:
+        raise TgirUserError(f"{checkpoint}: its model config differs from the one {folder} was exported from "
+                            f"(a {model.config.family} model; the bundle holds {manifest.model['family']})")
+    if router and reference:
+        model.set_router(always_run=False, conditional=False)
+    return model.eval()

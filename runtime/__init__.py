@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tgir.runtime.base import Runner, UnknownWordsWarning
 
-from tgir.errors import unknown_choice
+from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
@@ -41,14 +41,20 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
     manifest = Manifest.load(bundle)
     if backend == "auto":
         backend = "tensorrt" if manifest.backend == "tensorrt" else "onnxruntime"
-    if backend == "onnxruntime":
-        from tgir.runtime.ort import OrtOptions, OrtRunner
+    try:
+        if backend == "onnxruntime":
+            from tgir.runtime.ort import OrtOptions, OrtRunner
 
-        return OrtRunner(bundle, OrtOptions(**options), manifest)
-    if backend == "torch":
-        from tgir.runtime.reference import TorchRunner
+            return OrtRunner(bundle, OrtOptions(**options), manifest)
+        if backend == "torch":
+            from tgir.runtime.reference import TorchRunner
 
-        return TorchRunner(bundle, manifest=manifest, **options)
-    from tgir.runtime.trt import TensorRTRunner, TrtOptions
+            return TorchRunner(bundle, manifest=manifest, **options)
+        from tgir.runtime.trt import TensorRTRunner, TrtOptions
 
-    return TensorRTRunner(bundle, TrtOptions(**options), manifest)
+        return TensorRTRunner(bundle, TrtOptions(**options), manifest)
+    except TypeError as err:  # an option another backend takes (e.g. threads for a TensorRT bundle)
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise TgirUserError(f"{bundle}: runs on {backend}, which does not take the option(s) "
+                            f"{', '.join(sorted(options))} ({err})") from None

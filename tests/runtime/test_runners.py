@@ -113,6 +113,8 @@ def test_corrupt_bundles_are_refused(tiny_amc_bundle, tmp_path):
         tgir.runtime.open(b)
     with pytest.raises(TgirUserError, match="unknown backend 'tflite'"):
         tgir.runtime.open(tiny_amc_bundle, "tflite")
+    with pytest.raises(TgirUserError, match=r"runs on torch, which does not take the option\(s\) threads"):
+        tgir.runtime.open(tiny_amc_bundle, "torch", threads=2)
 
 
 def test_bundle_recall_matches_the_checkpoints(tiny_amc_bundle, split):

@@ -100,3 +100,11 @@ def progress_bar(label: str):
         yield callback
     finally:
         close()
+
+
+def open_bundle(bundle: str, backend: str, threads: int):
+    """A runner for a command line's ``--bundle/--backend/--threads`` (threads 0: the backend's default,
+    so a TensorRT bundle opened with ``auto`` is not handed an ONNX Runtime option)."""
+    from tgir.runtime import open as open_runner
+
+    return open_runner(bundle, backend, **({"threads": threads} if threads else {}))

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import click
 
-from tgir.cli.common import progress_bar
+from tgir.cli.common import open_bundle, progress_bar
 from tgir.data.registry import DATASETS
 from tgir.errors import TgirUserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _BACKEND = click.Choice(["auto", "onnxruntime", "tensorrt", "torch"])
-
-
-def _open(bundle: str, backend: str, threads: int):
-    from tgir.runtime import open as open_runner
-
-    return open_runner(bundle, backend, **({"threads": threads} if backend in ("auto", "onnxruntime") else {}))
 
 
 def catalogue(images: str | None, dataset: str | None, data: str | None,
@@ -60,7 +54,7 @@ def index(bundle, images, data, dataset, split, out_dir, backend, threads) -> No
     paths, ids, info = catalogue(images, dataset, data, split)
     if (Path(out_dir) / "index.json").is_file():
         raise TgirUserError(f"{out_dir}: already holds a finished index; remove it or choose another --out")
-    with _open(bundle, backend, threads) as runner, progress_bar("indexing") as report:
+    with open_bundle(bundle, backend, threads) as runner, progress_bar("indexing") as report:
         info = {**info, "bundle": str(Path(bundle).resolve()), "backend": runner.backend}
         built = build_index(lambda part: runner.encode_images(part), paths, ids, out_dir,
                             bundle_fingerprint(runner.manifest), info, report)
@@ -84,7 +78,7 @@ def search(bundle, index_dir, image, text, k, faiss, grid, backend, threads, as_
     from tgir.runtime.index import GalleryIndex
 
     gallery = GalleryIndex.load(index_dir)
-    with _open(bundle, backend, threads) as runner:
+    with open_bundle(bundle, backend, threads) as runner:
         runner.attach(gallery)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UnknownWordsWarning)

@@ -180,15 +180,13 @@ def evaluate(checkpoints, bundle, backend, threads, dataset, data, split, tau, s
 
 
 def _evaluate_bundle(bundle, backend, threads, dataset, data, split, batch_size) -> dict:
-    from tgir.cli.common import progress_bar
+    from tgir.cli.common import open_bundle, progress_bar
     from tgir.data.registry import load_split
-    from tgir.runtime import open as open_runner
     from tgir.runtime.evaluate import evaluate_bundle
 
     if not data:
         raise TgirUserError("--bundle needs --data (the dataset root to evaluate on)")
-    options = {"threads": threads} if backend in ("auto", "onnxruntime") else {}
-    with open_runner(bundle, backend, **options) as runner:
+    with open_bundle(bundle, backend, threads) as runner:
         loaded = load_split(dataset or "css2d", data, split)
         with progress_bar("embedding") as report:
             return evaluate_bundle(runner, loaded, min(batch_size, runner.max_batch), report)

@@ -108,12 +108,7 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
 
     cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
     qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, **({"keep": keep} if keep else {}))
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if not total or done == total or done % 10 == 1:
-            click.echo(f"{stage} {done}/{total}" if total else f"{stage} ...", err=True)
-
-    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, progress)
+    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter())
     report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
     require_ok(report, out_dir)
     result = {"out": out_dir, "precision": manifest.precision, "quantization": manifest.build["quantization"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -51,14 +52,38 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert out == 'pip install -e ".[dev]" && python -m pytest\n'
 
 
-def test_readme_main_command_runs(tmp_path):
-    cmd = _readme_command("Main job")
-    assert cmd.startswith("pip install -e . && tgir ")
-    args = [*cmd.split("&& tgir ", 1)[1].split(), "--scale", "0.005"]
-    args = [str(tmp_path / "d") if a == "data/css2d" else a for a in args]
-    done = subprocess.run([sys.executable, "-m", "tgir", *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "test:" in done.stdout and (tmp_path / "d" / "css2d.json").is_file()
+def _readme_block(marker: str) -> list[str]:
+    """The commands of the code block after ``marker``: continuations joined, comments dropped."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if marker in line)
+    fence = next(i for i in range(start, len(lines)) if lines[i].startswith("```"))
+    end = next(i for i in range(fence + 1, len(lines)) if lines[i].startswith("```"))
+    text = "\n".join(lines[fence + 1:end]).replace("\\\n", " ")
+    return [line.split("  #")[0].strip() for line in text.splitlines() if line.strip()]
+
+
+_ENTRY = {"tgir": [sys.executable, "-m", "tgir"],
+          "tgir-export": [sys.executable, "-c", "import sys; from tgir.export.cli import main; sys.exit(main())"]}
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([*_ENTRY[command[0]], *command[1:]], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+    return done
+
+
+def test_readme_main_command_then_search_example(tmp_path):
+    """The main job (made small: 32 calibration samples, no parity; tests/export cover both at size),
+    then the README's search example verbatim in the same folder."""
+    assert _readme_command("Main job") == "pip install -e . && tgir-export build-engine"
+    built = _run(["tgir-export", "build-engine", "--calib-samples", "32", "--no-parity"], tmp_path)
+    assert "built: bundle/" in built.stdout and (tmp_path / "bundle" / "manifest.json").is_file()
+    example = _readme_block("Then search with it")
+    assert [c.split()[:2] for c in example] == [["tgir", "data"], ["tgir", "index"], ["tgir", "search"]]
+    for command in example:
+        done = _run(shlex.split(command), tmp_path)
+    ranked = [line.split() for line in done.stdout.splitlines()]
+    assert [int(r[0]) for r in ranked] == [1, 2, 3, 4, 5] and (tmp_path / "grid.png").is_file()
 
 
 def test_version():

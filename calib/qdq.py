@@ -21,12 +21,14 @@ AMD EPYC: 0.136 max abs error on a tiny composer against 6.7e-8 with the same gr
 from __future__ import annotations
 
 import fnmatch
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.ao.quantization.fx._decomposed  # registers torch.ops.quantized_decomposed
+from tgir.calib.fold import fold_batchnorms
 from tgir.calib.observers import METHODS, Observer, Range, make_observer
 from torch import nn
 from torch.nn import functional as F
@@ -172,7 +174,8 @@ def model_forward(model: nn.Module, batch) -> None:
 
 
 def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig) -> dict[str, Range]:
-    """Prepare, calibrate and switch ``model`` to fake-quantized mode, in place.
+    """Fold BatchNorms into their convs, then prepare, calibrate and switch ``model`` to fake-quantized
+    mode, in place.
 
     AMC's router is set to run every expert while observing (each expert's inputs get a range even
     if the threshold would skip it on the calibration data) and restored afterwards.
@@ -180,9 +183,14 @@ def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig) -> dic
     router = getattr(model.config, "router", None) if model.config.family == "amc" else None
     if router is not None:
         model.set_router(tau=0.0, conditional=False)
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        raise TgirUserError("no calibration batches")
+    fold_batchnorms(model.eval(), lambda: model_forward(model, first))  # see tgir.calib.fold: why
     wrappers = prepare(model, cfg)
     try:
-        return calibrate(model, wrappers, batches, cfg, model_forward)
+        return calibrate(model, wrappers, itertools.chain([first], batches), cfg, model_forward)
     finally:
         if router is not None:
             model.set_router(tau=router.tau, conditional=router.conditional)

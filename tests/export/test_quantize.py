@@ -33,6 +33,8 @@ def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
     branch_ops = [n.op_type for node in composer.graph.node if node.op_type == "If" for a in node.attribute
                   for n in a.g.node]
     assert "DequantizeLinear" in branch_ops and "QuantizeLinear" in branch_ops
+    image_ops = {n.op_type for n in onnx.load(str(tmp_path / flavour / "image_encoder.onnx")).graph.node}
+    assert "BatchNormalization" not in image_ops and "QuantizeLinear" in image_ops  # folded before quantizing
     # tensorrt: the lint passes; cpu: uint8 activations are for ONNX Runtime, the lint says so.
     report = check_graphs(tmp_path / flavour, tensorrt="10.15")
     assert report.ok == (flavour == "tensorrt"), report.problems

@@ -37,7 +37,7 @@ setup(
         # Pinned: a CPU build of this release is on local disk; a range pulls a multi-GB CUDA build.
         "torch==2.13.0",
         "numpy>=1.24",
-        "pillow>=10",
+        "pillow>=13",  # 13 changed the order of BILINEAR's passes; libtgir reproduces 13's rounding
         "click>=8.1",
         "onnx>=1.16",
         "onnxruntime>=1.18",

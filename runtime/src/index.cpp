@@ -1,0 +1,144 @@
+// Gallery index files (runtime/index.py writes them) and exact inner-product search.
+#include "index.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "bundle.h"
+#include "error.h"
+
+namespace tgir {
+namespace {
+
+constexpr const char* kFormat = "tgir-index";
+constexpr int kVersion = 1;
+
+[[noreturn]] void bad(const std::string& where, const std::string& why) { fail(TGIR_ERR_BAD_INDEX, where + ": " + why); }
+
+/// Value of `'key': ` in a .npy header dict (numpy writes a Python literal, e.g.
+/// "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }").
+std::string header_value(const std::string& header, const std::string& key, const std::string& where) {
+  const std::string needle = "'" + key + "':";
+  size_t at = header.find(needle);
+  if (at == std::string::npos) bad(where, "not a .npy array (no '" + key + "' in its header)");
+  at += needle.size();
+  while (at < header.size() && header[at] == ' ') ++at;
+  size_t end = header[at] == '(' ? header.find(')', at) + 1 : header.find_first_of(",}", at);
+  if (end == std::string::npos || end == 0 || end > header.size()) bad(where, "malformed .npy header");
+  return header.substr(at, end - at);
+}
+
+std::vector<size_t> parse_shape(const std::string& text, const std::string& where) {
+  std::vector<size_t> dims;
+  size_t i = 1;  // after '('
+  while (i < text.size()) {
+    while (i < text.size() && (text[i] == ' ' || text[i] == ',')) ++i;
+    if (i >= text.size() || text[i] == ')') break;
+    if (text[i] < '0' || text[i] > '9') bad(where, "malformed .npy shape " + text);
+    size_t v = 0;
+    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+      if (v > (SIZE_MAX - 9) / 10) bad(where, "a .npy dimension is too large");
+      v = v * 10 + static_cast<size_t>(text[i] - '0');
+    }
+    dims.push_back(v);
+  }
+  return dims;
+}
+
+}  // namespace
+
+std::vector<float> Index::parse_npy(const std::string& bytes, size_t& rows, size_t& cols, const std::string& where) {
+  if (bytes.size() < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) bad(where, "not a .npy file");
+  const auto major = static_cast<unsigned char>(bytes[6]);
+  size_t header_len, start;
+  if (major == 1) {
+    header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<size_t>(static_cast<unsigned char>(bytes[9])) << 8);
+    start = 10;
+  } else if ((major == 2 || major == 3) && bytes.size() >= 12) {
+    header_len = 0;
+    for (int b = 3; b >= 0; --b) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[8 + b]);
+    start = 12;
+  } else {
+    bad(where, ".npy format version " + std::to_string(major) + " is not supported");
+  }
+  if (header_len > bytes.size() - start) bad(where, "truncated .npy header");
+  const std::string header = bytes.substr(start, header_len);
+  if (header_value(header, "descr", where) != "'<f4'") bad(where, "embeddings must be float32 ('<f4')");
+  if (header_value(header, "fortran_order", where) != "False") bad(where, "embeddings must be in C order");
+  auto shape = parse_shape(header_value(header, "shape", where), where);
+  if (shape.size() != 2) bad(where, "embeddings must be a 2-D array [rows, dim]");
+  rows = shape[0];
+  cols = shape[1];
+  const size_t data_at = start + header_len;
+  if (cols != 0 && rows > (SIZE_MAX / 4) / cols) bad(where, "array too large");
+  if (bytes.size() - data_at != rows * cols * 4)
+    bad(where, "holds " + std::to_string(bytes.size() - data_at) + " data bytes; its header promises " +
+                   std::to_string(rows * cols * 4) + " (truncated file?)");
+  std::vector<float> out(rows * cols);
+  if (!out.empty()) std::memcpy(out.data(), bytes.data() + data_at, out.size() * 4);
+  return out;
+}
+
+Index Index::load(const std::string& folder) {
+  Index idx;
+  const std::string meta_path = folder + "/index.json", ids_path = folder + "/ids.json";
+  const std::string emb_path = folder + "/embeddings.npy";
+  auto read = [&](const std::string& path) {
+    try {
+      return read_file(path);
+    } catch (const Error& err) {
+      bad(folder, std::string("not a finished tgir index (") + err.what() + "); build it with `tgir index`");
+    }
+  };
+  nlohmann::json meta, ids;
+  try {
+    meta = nlohmann::json::parse(read(meta_path));
+    ids = nlohmann::json::parse(read(ids_path));
+  } catch (const nlohmann::json::exception& err) {
+    bad(folder, std::string("unreadable index (") + err.what() + ")");
+  }
+  if (!meta.is_object() || meta.value("format", "") != kFormat || !meta.contains("version") ||
+      meta["version"] != kVersion)
+    bad(folder, "not a tgir index of version " + std::to_string(kVersion));
+  if (!meta.contains("fingerprint") || !meta["fingerprint"].is_string()) bad(meta_path, "no fingerprint");
+  idx.fingerprint = meta["fingerprint"].get<std::string>();
+  if (!ids.is_array()) bad(ids_path, "must be a list of strings");
+  for (const auto& id : ids) {
+    if (!id.is_string()) bad(ids_path, "must be a list of strings");
+    idx.ids.push_back(id.get<std::string>());
+  }
+  size_t rows = 0;
+  idx.embeddings = parse_npy(read(emb_path), rows, idx.dim, emb_path);
+  const auto count = meta.value("count", nlohmann::json()), dim = meta.value("dim", nlohmann::json());
+  if (rows != idx.ids.size() || count != rows || dim != idx.dim)
+    bad(folder, "index files disagree (ids, embeddings, index.json); rebuild it");
+  return idx;
+}
+
+void Index::search(const float* queries, size_t count, size_t k, tgir_hit* hits) const {
+  const size_t n = size();
+  std::vector<float> scores(n);
+  std::vector<int64_t> order(n);
+  for (size_t q = 0; q < count; ++q) {
+    const float* query = queries + q * dim;
+    for (size_t r = 0; r < n; ++r) {
+      const float* row = embeddings.data() + r * dim;
+      float s = 0.f;
+      for (size_t d = 0; d < dim; ++d) s += query[d] * row[d];
+      scores[r] = s;
+    }
+    std::iota(order.begin(), order.end(), 0);
+    // Best score first; equal scores keep gallery order (the row number breaks the tie).
+    auto better = [&](int64_t a, int64_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); };
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k), order.end(), better);
+    for (size_t j = 0; j < k; ++j) {
+      const int64_t r = order[j];
+      hits[q * k + j] = tgir_hit{r, scores[r], ids[static_cast<size_t>(r)].c_str()};
+    }
+  }
+}
+
+}  // namespace tgir

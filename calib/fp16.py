@@ -445,15 +445,16 @@ def _write_fp16(source: Path, manifest: Manifest, folder: Path, cfg: Fp16Config,
                   "source_bundle_sha256": sha256(source / "manifest.json")})
     files = dict.fromkeys([*(g["file"] for g in graphs.values()), *copied], "")
     new = Manifest(**{**asdict(manifest), "graphs": graphs, "precision": "fp16", "backend": "onnxruntime",
-                      "build": build, "files": files})
+                      "build": build, "files": files, "aoti": {}})
     new.save(folder)
     return new
 
 
 def _derived(manifest: Manifest) -> set[str]:
     """The graph files and what was built from them (TensorRT engines and log, ONNX Runtime's saved
-    optimised graphs): none of it is copied, the last two describe the fp32 graphs."""
+    optimised graphs, AOTInductor objects): none of it is copied, what was built belongs to the fp32 graphs."""
     made = {spec["file"] for spec in manifest.graphs.values()}
+    made |= {name for name in manifest.files if name.startswith("aoti/")}
     made |= {spec["engine"] for spec in manifest.graphs.values() if "engine" in spec}
     made |= set(manifest.build.get("onnxruntime_optimized", {}).get("files", {}).values())
     return made | ({manifest.build["tensorrt"]["log"]} if "log" in manifest.build.get("tensorrt", {}) else set())

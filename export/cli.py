@@ -1,4 +1,4 @@
-"""``tgir-export``: the exporter's command line (ONNX graphs, engines, bundles)."""
+"""``tgir-export``: the exporter's command line (ONNX graphs, engines, AOTInductor objects, bundles)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "tgir.export.commands:calibrate_command",
     "fp16": "tgir.export.commands:fp16_command",
     "build-engine": "tgir.export.commands:build_engine_command",
+    "aoti": "tgir.export.commands:aoti_command",
 }
 
 

@@ -142,6 +142,32 @@ def fp16_command(bundle, out_dir, keep_ops, keep_modules, overwrite, as_json) ->
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@click.command("aoti")
+@click.option("--bundle", required=True, type=click.Path(file_okay=False), help="Bundle directory (any precision).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the compiled graphs run.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
+@click.option("--force", is_flag=True, help="Compile even if the bundle's AOTInductor graphs are up to date.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def aoti_command(bundle, device, checkpoint, force, as_json) -> None:
+    """Compile the bundle's three graphs with AOTInductor (from the fp32 PyTorch model) into
+    <bundle>/aoti/<graph>.so for the C runtime, check them against PyTorch and record them in the
+    manifest. Needs a C++ compiler (g++)."""
+    from tgir.export.aoti import UP_TO_DATE, AotiConfig, aoti_from_bundle, files_summary
+
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        lines.append(line)
+        click.echo(line, err=True)
+
+    manifest = aoti_from_bundle(bundle, AotiConfig(device=device, force=force), checkpoint, report)
+    result = {"bundle": bundle, "up_to_date": any(ln.startswith(UP_TO_DATE) for ln in lines),
+              "device": manifest.aoti["device"], "torch": manifest.aoti["torch"],
+              "files": files_summary(bundle, manifest)}
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 def _stage_reporter():
     """One line per stage with its elapsed time; counts inside a stage every ~10%."""
     import time

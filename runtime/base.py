@@ -44,6 +44,7 @@ class Runner:
     """
 
     backend = "base"
+    index_backend: str | None = None  # "aoti" where embeddings come from the FP32 AOTInductor graphs
 
     def __init__(self, folder: str | Path, manifest: Manifest | None = None) -> None:
         self.folder = Path(folder)
@@ -152,7 +153,7 @@ class Runner:
 
     def attach(self, index) -> None:
         """Use ``index`` (``tgir.runtime.index.GalleryIndex``) for ``search``; it must come from this bundle."""
-        index.require_bundle(self.manifest)
+        index.require_bundle(self.manifest, backend=self.index_backend)
         self.index = index
 
     def search(self, queries: np.ndarray, k: int = 10):

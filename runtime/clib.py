@@ -163,6 +163,7 @@ class CRunner(Runner):
         self.embed_dim, self.max_batch = info.embed_dim, info.max_batch
         self.c_backend, self.device = info.backend.decode(), info.device.decode()
         self.fingerprint = info.fingerprint.decode()
+        self.index_backend = self.c_backend if self.c_backend == "aoti" else None
 
     def close(self) -> None:
         if getattr(self, "_handle", None):

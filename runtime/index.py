@@ -29,14 +29,25 @@ PART_ROWS = 1024  # rows per resumable part
 CHUNK = 1 << 24  # query x gallery scores held at once (64 MiB)
 
 
-def bundle_fingerprint(manifest: Manifest) -> str:
+def bundle_fingerprint(manifest: Manifest, *, backend: str | None = None) -> str:
     """What gallery embeddings depend on: the model config and the image graph's checksum.
 
     An fp32, INT8 or TensorRT bundle of the same model embed differently, so each has its own
     fingerprint and an index from one is refused by another.
+
+    Args:
+        manifest: The bundle's manifest.
+        backend: The backend computing the embeddings (None: the bundle's graphs). ``"aoti"`` on a
+            non-fp32 bundle: its AOTInductor objects, compiled from the fp32 model, embed in the fp32
+            space, so the fingerprint names fp32 and the compiled image encoder. On an fp32 bundle
+            they agree with ONNX Runtime to ~1e-5 and share its fingerprint.
     """
     image_file = manifest.graphs["image_encoder"]["file"]
-    return f"{manifest.model['config_digest'][:16]}-{manifest.precision}-{manifest.files.get(image_file, '')[:16]}"
+    precision = manifest.precision
+    if backend == "aoti" and precision != "fp32":
+        precision = "fp32"
+        image_file = manifest.aoti.get("graphs", {}).get("image_encoder", {}).get("file", "")
+    return f"{manifest.model['config_digest'][:16]}-{precision}-{manifest.files.get(image_file, '')[:16]}"
 
 
 @dataclass
@@ -70,9 +81,10 @@ class GalleryIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def require_bundle(self, manifest: Manifest) -> None:
-        """Refuse to search with query embeddings of another bundle (they live in another space)."""
-        want = bundle_fingerprint(manifest)
+    def require_bundle(self, manifest: Manifest, *, backend: str | None = None) -> None:
+        """Refuse to search with query embeddings of another bundle (they live in another space);
+        ``backend`` as in ``bundle_fingerprint``."""
+        want = bundle_fingerprint(manifest, backend=backend)
         if want != self.fingerprint:
             raise TgirUserError(f"the index was built by another bundle (fingerprint {self.fingerprint}, this "
                                 f"bundle's is {want}); rebuild it with `tgir index --bundle` for this bundle")

@@ -59,3 +59,17 @@ def tiny_amc_bundle(tmp_path_factory, tiny_css2d):
     save_checkpoint(root / "m.pt", RunConfig(cfg), vocab, build_model(cfg))
     onnx_from_checkpoint(root / "m.pt", root / "fp32", OnnxConfig(tau=0.4, max_batch=8, text_length=8))
     return root / "fp32"
+
+
+@pytest.fixture(scope="session")
+def tiny_aoti_bundle(tmp_path_factory, tiny_amc_bundle):
+    """A copy of ``tiny_amc_bundle`` with AOTInductor objects of its graphs (``aoti/*.so``, CPU).
+    Compiling costs about 50 s on two cores (g++). Read-only: copy it before changing anything."""
+    import shutil
+
+    from tgir.export.aoti import AotiConfig, aoti_from_bundle
+
+    bundle = tmp_path_factory.mktemp("aoti_bundle") / "fp32"
+    shutil.copytree(tiny_amc_bundle, bundle)
+    aoti_from_bundle(bundle, AotiConfig(device="cpu"))
+    return bundle

@@ -46,10 +46,11 @@ def _readme_command(marker: str) -> str:
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    assert _readme_command("test-command") == 'pip install -e ".[dev]" && python -m pytest'
+    want = 'bash runtime/scripts/install-deps.sh && pip install -e ".[dev]" && python -m pytest'
+    assert _readme_command("test-command") == want
     out = subprocess.run(["bash", str(REPO / ".ci" / "run"), "--print"], check=True, capture_output=True,
                          text=True).stdout
-    assert out == 'pip install -e ".[dev]" && python -m pytest\n'
+    assert out == want + "\n"
 
 
 def _readme_block(marker: str) -> list[str]:

@@ -116,6 +116,9 @@ class Manifest:
         backend: ``"onnxruntime"``, ``"tensorrt"`` or ``"aoti"``.
         router: AMC: ``{"mode": "if"|"dense", "tau", "experts"}``; empty otherwise.
         build: Tool versions and build facts (exporter, opset, TensorRT version, GPU...).
+        aoti: AOTInductor shared objects of the graphs for the C runtime (``tgir-export aoti``):
+            ``{"device", "torch", "precision", "graphs": {g: {"file", "inputs", "outputs"}},
+            "source_sha256": {g: SHA-256 of the ONNX file compiled alongside}}``; empty when none.
         files: File name -> SHA-256 of every file the bundle needs.
         contract_sha256: SHA-256 of the graphs' I/O contract (names, dtypes, shapes, ranges, files),
             so an edited contract is caught at load even though the graph files are unchanged.
@@ -129,6 +132,7 @@ class Manifest:
     backend: str = "onnxruntime"
     router: dict = field(default_factory=dict)
     build: dict = field(default_factory=dict)
+    aoti: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     contract_sha256: str = ""
 

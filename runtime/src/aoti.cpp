@@ -222,6 +222,20 @@ void check_compat(const Bundle& bundle, const nlohmann::json& section, int devic
     fail(TGIR_ERR_VERSION_MISMATCH, bundle.dir + ": the AOTInductor packages were compiled for " + built_for +
                                         ", not " + device_string(device) + "; run `tgir-export aoti --device " +
                                         (device < 0 ? "cpu" : "cuda") + "` or choose that device");
+  // Inductor compiles CPU kernels for the exporting machine's vector ISA (-march=native); on a CPU
+  // without it they would die of SIGILL, so refuse them here with a message instead.
+  const std::string isa = section.value("cpu_isa", "");
+  bool missing = false;
+#if defined(__x86_64__) || defined(__i386__)
+  if (isa == "avx512")
+    missing = !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"));
+  else if (isa == "avx2")
+    missing = !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+#endif
+  if (device < 0 && missing)
+    fail(TGIR_ERR_VERSION_MISMATCH, bundle.dir + ": the AOTInductor packages were compiled for " + isa +
+                                        " CPUs and this CPU lacks it; run `tgir-export aoti --force` on this machine");
 #ifdef TGIR_TORCH_VERSION
   // Compiled graphs call into libtorch through its C shim; only the release they were compiled with
   // is guaranteed to provide every function they use with the same meaning.

@@ -18,7 +18,7 @@ from tgir.runtime.base import Runner, UnknownWordsWarning
 from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "c")
 
 __all__ = ["BACKENDS", "Runner", "UnknownWordsWarning", "open"]
 
@@ -29,9 +29,11 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
     Args:
         bundle: Bundle directory.
         backend: ``"auto"`` (TensorRT for a bundle with engines, else ONNX Runtime), ``"onnxruntime"``,
-            ``"tensorrt"`` or ``"torch"`` (the PyTorch reference of the source checkpoint).
+            ``"tensorrt"``, ``"torch"`` (the PyTorch reference of the source checkpoint) or ``"c"``
+            (libtgir, the C runtime, through ctypes; needs ``tgir-export aoti`` packages or engines).
         **options: Backend settings: ONNX Runtime ``provider``, ``threads``, ``level``; torch
-            ``checkpoint``, ``device``; TensorRT ``device``, ``lean_runtime``, ``strict_device``.
+            ``checkpoint``, ``device``; TensorRT ``device``, ``lean_runtime``, ``strict_device``; C
+            ``backend`` ("auto", "aoti", "tensorrt"), ``device``, ``threads``, ``max_batch``, ``library``.
 
     Raises:
         TgirUserError: Unknown backend, a bad bundle, or a backend this bundle or machine lacks.
@@ -46,6 +48,10 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
             from tgir.runtime.ort import OrtOptions, OrtRunner
 
             return OrtRunner(bundle, OrtOptions(**options), manifest)
+        if backend == "c":
+            from tgir.runtime.clib import CRunner
+
+            return CRunner(bundle, manifest=manifest, **options)
         if backend == "torch":
             from tgir.runtime.reference import TorchRunner
 

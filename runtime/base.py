@@ -45,6 +45,7 @@ class Runner:
 
     backend = "base"
     index_backend: str | None = None  # "aoti" where embeddings come from the FP32 AOTInductor graphs
+    gives_tokens = True  # encode_images(tokens=True) works (the C runtime composes whole queries only)
 
     def __init__(self, folder: str | Path, manifest: Manifest | None = None) -> None:
         self.folder = Path(folder)

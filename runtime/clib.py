@@ -146,6 +146,7 @@ class CRunner(Runner):
     """
 
     backend = "c"
+    gives_tokens = False
 
     def __init__(self, folder: str | Path, backend: str = "auto", device: int = -1, threads: int = 0,
                  max_batch: int = 0, library: str | Path | None = None, manifest: Manifest | None = None) -> None:

@@ -28,11 +28,15 @@ def embed_split_with(runner: Runner, split: RetrievalSplit, batch: int = 32,
     slot = {img: i for i, img in enumerate(needed)}
     total, done = len(needed) + len(split.queries), 0
     rows, tokens = [], {}
+    whole = not runner.gives_tokens  # a runner that only composes whole queries re-encodes references
     for start in range(0, len(needed), batch):
         part = needed[start:start + batch]
-        emb, tok = runner.encode_images([split.images[i].path for i in part], tokens=True)
-        rows.append(emb)
-        tokens.update({img: tok[j] for j, img in enumerate(part) if img in refs})
+        if whole:
+            rows.append(runner.encode_images([split.images[i].path for i in part]))
+        else:
+            emb, tok = runner.encode_images([split.images[i].path for i in part], tokens=True)
+            rows.append(emb)
+            tokens.update({img: tok[j] for j, img in enumerate(part) if img in refs})
         done += len(part)
         if progress:
             progress(done, total)
@@ -42,8 +46,11 @@ def embed_split_with(runner: Runner, split: RetrievalSplit, batch: int = 32,
         warnings.simplefilter("ignore", UnknownWordsWarning)
         for start in range(0, len(split.queries), batch):
             qs = split.queries[start:start + batch]
-            ids, lengths = runner.tokenize([q.text for q in qs])
-            queries.append(runner.compose(np.stack([tokens[q.ref] for q in qs]), ids, lengths))
+            if whole:
+                queries.append(runner.encode_queries([split.images[q.ref].path for q in qs], [q.text for q in qs]))
+            else:
+                ids, lengths = runner.tokenize([q.text for q in qs])
+                queries.append(runner.compose(np.stack([tokens[q.ref] for q in qs]), ids, lengths))
             done += len(qs)
             if progress:
                 progress(done, total)

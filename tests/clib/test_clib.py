@@ -190,3 +190,17 @@ def test_bad_inputs_and_foreign_index(runners, parity_index, tmp_path):
         CIndex(other, c)
     with pytest.raises(TgirUserError, match="k must be between 1 and the gallery size"):
         CIndex(folder, c).search(np.zeros((1, c.embed_dim), np.float32), k=0)
+
+
+def test_recall_through_the_c_runtime_equals_the_python_runner(runners, parity_css2d, libtgir_build):
+    from tgir.runtime import open as open_runner
+    from tgir.runtime.evaluate import evaluate_bundle
+
+    _, ort = runners
+    split = load_split("css2d", parity_css2d, "test")
+    with open_runner(ort.folder, "c", threads=2, library=libtgir_build / "libtgir.so") as c:
+        got = evaluate_bundle(c, split, batch=16)
+    want = evaluate_bundle(ort, split, batch=16)
+    recall = [k for k in want if k.startswith("R@")]
+    assert recall and {k: got[k] for k in recall} == {k: want[k] for k in recall}
+    assert got["per_op"] == want["per_op"]

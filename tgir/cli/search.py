@@ -13,7 +13,7 @@ from tgir.data.registry import DATASETS
 from tgir.errors import TgirUserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-_BACKEND = click.Choice(["auto", "onnxruntime", "tensorrt", "torch"])
+_BACKEND = click.Choice(["auto", "onnxruntime", "tensorrt", "torch", "c"])
 
 
 def catalogue(images: str | None, dataset: str | None, data: str | None,

@@ -119,7 +119,7 @@ def _split_set(text: str) -> tuple[str, object]:
               help="Checkpoint file; repeat for an ensemble (normalised embeddings concatenated).")
 @click.option("--bundle", type=click.Path(file_okay=False),
               help="Evaluate an exported bundle through a runtime instead of a checkpoint (needs --data).")
-@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]), default="auto",
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch", "c"]), default="auto",
               show_default=True, help="With --bundle: the runner.")
 @click.option("--threads", default=0, show_default=True, help="With --bundle on ONNX Runtime: intra-op threads "
               "(0: one per core).")

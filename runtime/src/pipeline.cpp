@@ -48,6 +48,7 @@ Pipeline::Pipeline(std::shared_ptr<const Bundle> bundle, std::unique_ptr<Backend
     fail(TGIR_ERR_BAD_BUNDLE, bundle_->dir + "/manifest.json: gallery output must be [batch, D]");
   embed_dim_ = static_cast<size_t>(gallery.shape[1]);
   device_ = backend_->device();
+  precision_ = backend_->precision();
   fingerprint_ = bundle_->fingerprint(backend_->name());
 }
 
@@ -76,7 +77,7 @@ tgir_runtime_info Pipeline::info() const {
   i.max_text_tokens = std::min(bundle_->text_length, bundle_->vocab.max_length());
   i.backend = backend_->name() == "aoti" ? "aoti" : "tensorrt";
   i.device = device_.c_str();
-  i.precision = backend_->name() == "aoti" ? "fp32" : bundle_->precision.c_str();
+  i.precision = precision_.c_str();
   i.model_family = bundle_->family.c_str();
   i.fingerprint = fingerprint_.c_str();
   return i;

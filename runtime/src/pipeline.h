@@ -40,7 +40,7 @@ class Pipeline {
   std::unique_ptr<Backend> backend_;
   size_t max_batch_;
   size_t embed_dim_;
-  std::string device_, fingerprint_;
+  std::string device_, precision_, fingerprint_;
   Tensor pixels_, ids_, lengths_;  // scratch inputs, reused across calls
 };
 

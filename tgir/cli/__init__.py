@@ -18,6 +18,7 @@ COMMANDS = {
     "ship": "tgir.cli.train:ship",
     "index": "tgir.cli.search:index",
     "search": "tgir.cli.search:search",
+    "bench": "tgir.cli.bench:bench",
 }
 
 

@@ -1,0 +1,90 @@
+"""Search scaling: exact numpy top-k (``tgir.runtime.index.exact_search``) against FAISS's flat
+inner-product index (``faiss.IndexFlatIP``, exact as well) on galleries of synthetic embeddings.
+
+The galleries are L2-normalised Gaussian vectors (seeded), the queries likewise; both searches
+return the same entries on such data (ties have probability zero), which each row checks
+(``same_topk``: share of identical top-k lists). FAISS's index build (copying the gallery in) is
+timed once and reported apart. A gallery of 1M x 512 float32 is 2 GiB, held twice while FAISS has
+its copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from tgir.benchmarks.timing import summarize, time_calls
+from tgir.runtime.index import exact_search
+
+ROWS_PER_CHUNK = 65_536
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """``[n, dim]`` float32 L2-normalised Gaussian rows, made in chunks (no float64 temporaries)."""
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, ROWS_PER_CHUNK):
+        part = rng.standard_normal((min(ROWS_PER_CHUNK, n - start), dim), dtype=np.float32)
+        part /= np.linalg.norm(part, axis=1, keepdims=True)
+        out[start:start + len(part)] = part
+    return out
+
+
+def faiss_module():
+    """``faiss`` or None when faiss-cpu is not installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
+def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters: int, warmup: int, k: int,
+                   progress: Callable[[dict], None] | None = None, seed: int = 0, threads: int = 0) -> list[dict]:
+    """Per gallery size and batch: latency summaries of exact numpy and FAISS flat search.
+
+    Returns:
+        Rows ``{"gallery", "dim", "batch", "k", "exact": summary, "faiss": summary | None,
+        "faiss_build_s", "same_topk", "faiss_threads", "faiss_reason"}``; ``faiss`` is None (with the
+        reason) when faiss-cpu is missing. ``threads`` > 0 sets FAISS's OpenMP threads (numpy's BLAS
+        keeps its own setting, e.g. OPENBLAS_NUM_THREADS).
+    """
+    faiss = faiss_module()
+    if faiss is not None and threads:
+        faiss.omp_set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    queries = unit_rows(rng, max(batches), dim)
+    rows = []
+    for size in sizes:
+        rows += _one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress)
+    return rows
+
+
+def _one_size(gallery: np.ndarray, queries: np.ndarray, batches: Sequence[int], iters: int, warmup: int, k: int,
+              faiss, progress: Callable[[dict], None] | None) -> list[dict]:
+    size, dim = gallery.shape
+    index, build_s = None, None
+    if faiss is not None:
+        start = time.perf_counter()
+        index = faiss.IndexFlatIP(dim)
+        index.add(gallery)
+        build_s = round(time.perf_counter() - start, 4)
+    rows = []
+    for batch in batches:
+        q = np.ascontiguousarray(queries[:batch])
+        samples, _ = time_calls(lambda q=q: exact_search(q, gallery, k), iters, warmup)
+        row = {"gallery": size, "dim": dim, "batch": batch, "k": k, "exact": summarize(samples, batch),
+               "faiss": None, "faiss_build_s": build_s, "same_topk": None,
+               "faiss_threads": faiss.omp_get_max_threads() if faiss else None,
+               "faiss_reason": None if faiss else "faiss-cpu is not installed (pip install faiss-cpu)"}
+        if index is not None:
+            samples, _ = time_calls(lambda q=q: index.search(q, k), iters, warmup)
+            row["faiss"] = summarize(samples, batch)
+            mine, theirs = exact_search(q, gallery, k)[0], index.search(q, k)[1]
+            row["same_topk"] = round(float(np.mean([(a == b).all() for a, b in zip(mine, theirs, strict=True)])), 4)
+        rows.append(row)
+        if progress:
+            progress({"event": "search_scaling", "gallery": size, "batch": batch,
+                      "exact_p50_ms": row["exact"]["p50_ms"],
+                      "faiss_p50_ms": row["faiss"]["p50_ms"] if row["faiss"] else None})
+    return rows

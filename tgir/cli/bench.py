@@ -1,0 +1,131 @@
+"""``tgir bench``: latency of every retrieval stage on several backends side by side, recall beside it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tgir.data.registry import DATASETS
+from tgir.errors import TgirUserError
+
+TARGET_HELP = """\b
+Targets: --bundle DIR (repeatable) x --backend LIST, and/or --target SPEC (repeatable).
+  --backend: comma-separated backends or presets, each followed by its KEY=VALUE options:
+    torch          PyTorch eager of the bundle's source checkpoint, FP32 (device=cpu|cuda[:N], threads=N)
+    torch-compile  the same through torch.compile (device, mode=default|reduce-overhead|max-autotune, threads)
+    onnxruntime    the bundle's graphs (provider=cpu|cuda, level=all|extended|basic|disable, threads)
+    c              libtgir via ctypes: AOTInductor packages (tgir-export aoti) or engines
+                   (device=cpu|cuda[:N], engine=auto|aoti|tensorrt, library=PATH, threads)
+    tensorrt       the bundle's TensorRT engines (device=cuda[:N])
+    presets: cpu = torch,onnxruntime,c (the default); gpu = the five on CUDA.
+    PyTorch backends run the source checkpoint, so they are measured on the first --bundle only.
+  --target [LABEL=]BACKEND[,KEY=VALUE...]:BUNDLE, e.g. int8=onnxruntime:/tmp/b/int8,
+    gpu-eager=torch,device=cuda:/tmp/b/fp32.
+Targets this machine or bundle cannot run are reported 'skipped' with the reason; one that
+fails is reported 'failed', and the others still run (each runs in its own process).
+
+\b
+Stages per batch B: image_encode (B gallery images), query_compose (B reference images + texts ->
+query embeddings), search (B queries against --gallery synthetic embeddings, top -k) and
+end_to_end (query_compose + search). Images are decoded before timing (real CSS-2D test images
+with --data, else seeded random pixels); the timed part is preprocessing + graphs.
+
+\b
+Output: a Markdown table on stdout (ready for benchmarks/RESULTS.md), --json FILE (schema
+"tgir-bench/1": machine, versions, config, per target status/reason, precision, device, peak RSS,
+GPU memory, recall, and per stage and batch mean/p50/p90/p99 ms, throughput, speedup vs eager,
+and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotlib).
+"""
+
+
+@click.command("bench", help="Benchmark latency (trtexec style) and recall of bundles on several backends.\n\n"
+               + TARGET_HELP)
+@click.option("--bundle", "bundles", multiple=True, type=click.Path(file_okay=False), help="Bundle (repeatable).")
+@click.option("--backend", "backends", multiple=True, metavar="LIST",
+              help="Backends for every --bundle, e.g. cpu, gpu, torch,onnxruntime,threads=1 (repeatable). "
+              "[default: cpu]")
+@click.option("--target", "targets", multiple=True, metavar="SPEC",
+              help="[LABEL=]BACKEND[,K=V...]:BUNDLE (repeatable).")
+@click.option("--batch", "batch", default="1,8,32", show_default=True, help="Batch sizes, comma-separated.")
+@click.option("--iters", default=100, show_default=True, help="Timed runs per stage and batch.")
+@click.option("--warmup", default=10, show_default=True, help="Untimed runs before them.")
+@click.option("--gallery", default=10_000, show_default=True, help="Synthetic gallery size for search.")
+@click.option("-k", "k", default=10, show_default=True, help="Results per query.")
+@click.option("--faiss/--exact", default=False, show_default=True, help="Search with FAISS (faiss-cpu) or numpy.")
+@click.option("--threads", default=0, show_default=True, help="CPU threads of every backend (0: its default).")
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root: real inputs and recall per target.")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Split of --data to use.")
+@click.option("--accuracy/--no-accuracy", default=True, show_default=True, help="Score R@1/R@10 (with --data).")
+@click.option("--search-sizes", default="", metavar="LIST",
+              help="Also time exact numpy vs FAISS search on galleries of these sizes, e.g. 10K,100K,1M.")
+@click.option("--search-iters", default=20, show_default=True, help="Timed runs per size and batch there.")
+@click.option("--baseline", metavar="LABEL", help="Target speedups refer to [default: the first torch target].")
+@click.option("--isolate/--no-isolate", default=True, show_default=True,
+              help="One process per target (own peak RSS; crashes contained) or all in this one.")
+@click.option("--timeout", default=0.0, show_default=True, help="Seconds one target may take (0: no limit).")
+@click.option("--seed", default=0, show_default=True, help="Seed of synthetic inputs and galleries.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON ('-': stdout).")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown table here too.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Write a PNG: latency vs batch, R@1 vs p50.")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, faiss, threads, data, dataset, split, accuracy,
+          search_sizes, search_iters, baseline, isolate, timeout, seed, json_out, md_out, plot_out, quiet) -> None:
+    from tgir.benchmarks.bench import BenchConfig, parse_ints, run_bench, targets_from
+    from tgir.benchmarks.bench_report import markdown, plot, require_matplotlib
+
+    if backends and not bundles:
+        raise TgirUserError("--backend applies to --bundle; give --bundle DIR, or use --target SPEC")
+    if data and not Path(data).is_dir():
+        raise TgirUserError(f"--data {data}: no such folder")
+    if plot_out:
+        require_matplotlib()
+    cfg = BenchConfig(targets=targets_from(bundles, backends, targets), batches=parse_ints(batch, "--batch"),
+                      iters=iters, warmup=warmup, gallery=gallery, k=k, faiss=faiss, threads=threads, data=data,
+                      dataset=dataset, split=split, accuracy=accuracy and bool(data),
+                      search_sizes=parse_ints(search_sizes, "--search-sizes", allow_empty=True),
+                      search_iters=search_iters, baseline=baseline, isolate=isolate, timeout_s=timeout, seed=seed)
+    result = run_bench(cfg, None if quiet else _progress)
+    table = markdown(result)
+    if json_out == "-":
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(table, nl=False)
+        if json_out:
+            Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+    if md_out:
+        Path(md_out).write_text(table)
+    if plot_out:
+        plot(result, plot_out)
+    written = [p for p in (json_out, md_out, plot_out) if p and p != "-"]
+    if written and not quiet:
+        click.echo(f"written: {', '.join(written)}", err=True)
+
+
+def _progress(event: dict) -> None:
+    """One line per step on stderr (readable in logs as on a terminal)."""
+    kind = event.get("event")
+    if kind == "target":
+        line = f"[{event['index']}/{event['total']}] {event['target']}"
+    elif kind == "open":
+        line = f"    opened in {event['open_s']:.2f} s on {event['device']}"
+    elif kind == "stage":
+        line = (f"    {event['stage']:<14} batch {event['batch']:>4}: p50 {event['p50_ms']:9.3f} ms  "
+                f"p99 {event['p99_ms']:9.3f} ms  ({event['done']}/{event['total']})")
+    elif kind == "accuracy":
+        line = f"    recall on {event['queries']} queries ..."
+    elif kind == "target_done":
+        if event["status"] == "ok":
+            return
+        line = f"    {event['status']}: {event['reason']}"
+    elif kind == "search_scaling":
+        faiss = "-" if event["faiss_p50_ms"] is None else f"{event['faiss_p50_ms']:.3f} ms"
+        line = (f"search scaling: gallery {event['gallery']:,} batch {event['batch']}: numpy p50 "
+                f"{event['exact_p50_ms']:.3f} ms, FAISS p50 {faiss}")
+    else:
+        return
+    click.echo(line, err=True)
+    sys.stderr.flush()

@@ -204,3 +204,22 @@ def test_recall_through_the_c_runtime_equals_the_python_runner(runners, parity_c
     recall = [k for k in want if k.startswith("R@")]
     assert recall and {k: got[k] for k in recall} == {k: want[k] for k in recall}
     assert got["per_op"] == want["per_op"]
+
+
+def test_installed_library_is_found_by_cmake_find_package(libtgir_build, tmp_path):
+    """`cmake --install` then an app's find_package(tgir) + tgir::tgir, in plain C."""
+    prefix, app = tmp_path / "prefix", tmp_path / "app"
+    app.mkdir()
+    (app / "CMakeLists.txt").write_text("cmake_minimum_required(VERSION 3.18)\nproject(app C)\n"
+                                        "find_package(tgir 0.4 REQUIRED)\nadd_executable(app main.c)\n"
+                                        "target_link_libraries(app PRIVATE tgir::tgir)\n")
+    (app / "main.c").write_text('#include <stdio.h>\n#include <tgir.h>\n'
+                                'int main(void) { printf("%s\\n", tgir_version()); return 0; }\n')
+    steps = [["cmake", "--install", str(libtgir_build), "--prefix", str(prefix)],
+             ["cmake", "-S", str(app), "-B", str(tmp_path / "build"), f"-DCMAKE_PREFIX_PATH={prefix}"],
+             ["cmake", "--build", str(tmp_path / "build")], [str(tmp_path / "build" / "app")]]
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+    assert done.stdout.startswith("0.4.0 (aoti")
+    assert (prefix / "include" / "tgir.h").is_file()

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import onnxscript.optimizer
 import torch
-from tgir.export.cleanup import drop_noop_int_clips
+from tgir.export.cleanup import bind_lstm_lengths, drop_noop_int_clips
 from tgir.export.graphs import graph_modules
 
 from tgir.errors import TgirUserError
@@ -113,7 +113,7 @@ def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], 
     onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
     program.save(str(path))
     model = onnx.load(str(path))
-    if drop_noop_int_clips(model):
+    if drop_noop_int_clips(model) + bind_lstm_lengths(model):
         onnx.save(model, str(path))
 
 

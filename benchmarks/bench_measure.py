@@ -140,13 +140,7 @@ def _torch_runner_class():
             marks[0].record()
             args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
             marks[1].record()
-            with torch.no_grad():
-                if graph == "image_encoder":
-                    out = self.model.encode_image(*args)
-                elif graph == "text_encoder":
-                    out = self.model.encode_text(*args)
-                else:
-                    out = (self.model.compose(args[0], *args[1:]),)
+            out = self._forward(graph, args)
             marks[2].record()
             host = [o.float().cpu().numpy() for o in out]
             marks[3].record()

@@ -47,11 +47,13 @@ class TorchRunner(Runner):
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
         args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
-        with torch.no_grad():
+        return [o.float().cpu().numpy() for o in self._forward(graph, args)]
+
+    def _forward(self, graph: str, args: list) -> tuple:
+        """The model call behind one graph, on device tensors in contract order; outputs on device."""
+        with self._torch.no_grad():
             if graph == "image_encoder":
-                out = self.model.encode_image(*args)
-            elif graph == "text_encoder":
-                out = self.model.encode_text(*args)
-            else:
-                out = (self.model.compose(args[0], *args[1:]),)
-        return [o.float().cpu().numpy() for o in out]
+                return tuple(self.model.encode_image(*args))
+            if graph == "text_encoder":
+                return tuple(self.model.encode_text(*args))
+            return (self.model.compose(args[0], *args[1:]),)

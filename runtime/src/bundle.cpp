@@ -163,6 +163,13 @@ void check_files(Bundle& b, const nlohmann::json& files, bool verify) {
   }
 }
 
+std::string to_hex(const unsigned char* bytes, unsigned int len) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned int i = 0; i < len; ++i) (out += hex[bytes[i] >> 4]) += hex[bytes[i] & 0xF];
+  return out;
+}
+
 }  // namespace
 
 std::string python_json_dumps(const nlohmann::json& value) {
@@ -176,10 +183,7 @@ std::string sha256_hex(const std::string& bytes) {
   unsigned int len = 0;
   if (!EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr))
     fail(TGIR_ERR_INTERNAL, "SHA-256 failed (OpenSSL)");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) (out += hex[md[i] >> 4]) += hex[md[i] & 0xF];
-  return out;
+  return to_hex(md, len);
 }
 
 std::string sha256_file(const std::string& path) {
@@ -195,10 +199,7 @@ std::string sha256_file(const std::string& path) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < len; ++i) (out += hex[md[i] >> 4]) += hex[md[i] & 0xF];
-  return out;
+  return to_hex(md, len);
 }
 
 std::string read_file(const std::string& path) {

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tgir.errors import TgirUserError, unknown_choice
+from tgir.models.backbones import SkipAdd
 
 FLAVOURS = ("tensorrt", "cpu")
 _QD = torch.ops.quantized_decomposed
@@ -50,6 +51,8 @@ class QuantConfig:
         keep: Module-name patterns (fnmatch) left in floating point, e.g. sensitive layers. The
             router stays float by default: its gates decide which experts run.
         reduce_range: 7-bit weights (None: on for the ``cpu`` flavour, off for ``tensorrt``).
+        int8_lstm: LSTM weights in int8 through ONNX Runtime's ``DynamicQuantizeLSTM``
+            (``tgir.calib.lstm``; None: on for the ``cpu`` flavour; the op exists only in ONNX Runtime).
     """
 
     flavour: str = "tensorrt"
@@ -57,6 +60,11 @@ class QuantConfig:
     percentile: float = 99.99
     keep: tuple[str, ...] = ("*router*",)
     reduce_range: bool | None = None
+    int8_lstm: bool | None = None
+
+    @property
+    def lstm_in_int8(self) -> bool:
+        return self.flavour == "cpu" if self.int8_lstm is None else self.int8_lstm
 
     @property
     def weight_qmax(self) -> int:
@@ -68,6 +76,26 @@ class QuantConfig:
             raise unknown_choice("quantization flavour", self.flavour, FLAVOURS)
         if self.method not in METHODS:
             raise unknown_choice("calibration method", self.method, METHODS)
+        if self.int8_lstm and self.flavour == "tensorrt":
+            raise TgirUserError("int8 LSTM weights need ONNX Runtime's DynamicQuantizeLSTM, which TensorRT cannot "
+                                "parse; use the cpu flavour or keep the LSTM in float")
+
+
+def activation_params(rng: Range, flavour: str) -> tuple[float, int, int, int, torch.dtype]:
+    """``(scale, zero point, qmin, qmax, dtype)`` of a per-tensor activation quantizer for a range."""
+    if flavour == "tensorrt":
+        return (max(rng.amax, 1e-12) / 127.0, 0, -128, 127, torch.int8)
+    # uint8 asymmetric over [min(lo, 0), max(hi, 0)]: zero stays exactly representable
+    lo, hi = min(rng.lo, 0.0), max(rng.hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255.0
+    return (scale, int(np.clip(round(-lo / scale), 0, 255)), 0, 255, torch.uint8)
+
+
+def fake_quant(x: torch.Tensor, act: tuple[float, int, int, int, torch.dtype]) -> torch.Tensor:
+    """Quantize then dequantize ``x`` per tensor (exported as a QuantizeLinear/DequantizeLinear pair)."""
+    scale, zp, qmin, qmax, dtype = act
+    return _QD.dequantize_per_tensor(_QD.quantize_per_tensor(x, scale, zp, qmin, qmax, dtype),
+                                     scale, zp, qmin, qmax, dtype)
 
 
 class QuantInput(nn.Module):
@@ -84,6 +112,15 @@ class QuantInput(nn.Module):
         self.register_buffer("w_scale", torch.ones(out), persistent=False)
         self.register_buffer("w_zero", torch.zeros(out, dtype=torch.int64), persistent=False)
 
+    def observed(self) -> tuple[str, ...]:
+        """Names of the tensors this wrapper observes (keys of the calibrated ranges)."""
+        return (self.name,)
+
+    def configure(self, ranges: dict[str, Range], cfg: QuantConfig) -> None:
+        """Set the activation quantizer from the observed range and the weight scales."""
+        self.set_activation(ranges[self.name], cfg.flavour)
+        self.set_weight_scales(cfg.weight_qmax)
+
     def set_weight_scales(self, qmax: int = 127) -> None:
         """Symmetric int8 per output channel: scale = max |w| / qmax over each channel."""
         w = self.inner.weight.detach()
@@ -91,21 +128,14 @@ class QuantInput(nn.Module):
         self.w_scale, self.w_qmax = (amax / qmax).to(torch.float32), qmax
 
     def set_activation(self, rng: Range, flavour: str) -> None:
-        if flavour == "tensorrt":
-            self.act = (max(rng.amax, 1e-12) / 127.0, 0, -128, 127, torch.int8)
-        else:  # uint8 asymmetric over [min(lo, 0), max(hi, 0)]: zero stays exactly representable
-            lo, hi = min(rng.lo, 0.0), max(rng.hi, 0.0)
-            scale = max(hi - lo, 1e-12) / 255.0
-            self.act = (scale, int(np.clip(round(-lo / scale), 0, 255)), 0, 255, torch.uint8)
+        self.act = activation_params(rng, flavour)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "observe":
             self.observer.observe(self.name, x.detach().float().cpu().numpy())
         if self.mode != "quant":
             return self.inner(x)
-        scale, zp, qmin, qmax, dtype = self.act
-        x = _QD.dequantize_per_tensor(_QD.quantize_per_tensor(x, scale, zp, qmin, qmax, dtype),
-                                      scale, zp, qmin, qmax, dtype)
+        x = fake_quant(x, self.act)
         w = self.inner.weight
         # The scale alone keeps |w / scale| <= w_qmax; declaring int8's full range keeps the exporter
         # from adding an int8 Clip (which TensorRT's parser rejects).
@@ -117,30 +147,67 @@ class QuantInput(nn.Module):
         return self.inner._conv_forward(x, w, self.inner.bias)
 
 
-def prepare(model: nn.Module, cfg: QuantConfig) -> list[QuantInput]:
-    """Wrap every Linear/Conv2d of ``model`` not matched by ``cfg.keep``, in place; returns the wrappers."""
+class QuantAdd(nn.Module):
+    """A residual ``SkipAdd`` whose two inputs are fake-quantized in ``quant`` mode.
+
+    The skip input is the tensor the block's first conv also reads, observed the same way, so both
+    get the same quantizer and ``tgir.export.cleanup.merge_duplicate_quantizers`` makes them one
+    QuantizeLinear: the residual stream is then int8 from add to add, and the conv that feeds the add
+    ends in a QuantizeLinear, which is what lets ONNX Runtime and TensorRT run it quantized.
+    """
+
+    def __init__(self, inner: SkipAdd, name: str) -> None:
+        super().__init__()
+        self.inner, self.name = inner, name
+        self.mode = "float"
+        self.observer: Observer | None = None
+        self.acts: tuple[tuple, tuple] | None = None
+
+    def observed(self) -> tuple[str, ...]:
+        return (f"{self.name}[branch]", f"{self.name}[skip]")
+
+    def configure(self, ranges: dict[str, Range], cfg: QuantConfig) -> None:
+        self.acts = tuple(activation_params(ranges[n], cfg.flavour) for n in self.observed())
+
+    def forward(self, branch: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if self.mode == "observe":
+            for name, t in zip(self.observed(), (branch, skip), strict=True):
+                self.observer.observe(name, t.detach().float().cpu().numpy())
+        if self.mode != "quant":
+            return self.inner(branch, skip)
+        return self.inner(fake_quant(branch, self.acts[0]), fake_quant(skip, self.acts[1]))
+
+
+_WRAPPERS: dict[type[nn.Module], type[QuantInput | QuantAdd]] = {
+    nn.Linear: QuantInput, nn.Conv2d: QuantInput, SkipAdd: QuantAdd}
+
+
+def prepare(model: nn.Module, cfg: QuantConfig) -> list[QuantInput | QuantAdd]:
+    """Wrap every Linear/Conv2d (inputs and weights) and every residual ``SkipAdd`` (both inputs) of
+    ``model`` not matched by ``cfg.keep``, in place; returns the wrappers."""
     wrappers = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if isinstance(child, QuantInput):
+            if isinstance(child, QuantInput | QuantAdd):
                 raise TgirUserError("model is already prepared for quantization")
-            if type(child) not in (nn.Linear, nn.Conv2d) or any(fnmatch.fnmatch(name, p) for p in cfg.keep):
+            kind = _WRAPPERS.get(type(child))
+            if kind is None or any(fnmatch.fnmatch(name, p) for p in cfg.keep):
                 continue
-            wrapper = QuantInput(child, name)
+            wrapper = kind(child, name)
             setattr(parent, child_name, wrapper)
             wrappers.append(wrapper)
-    if not wrappers:
+    if not any(isinstance(w, QuantInput) for w in wrappers):
         raise TgirUserError("nothing to quantize: every Linear/Conv2d matched a keep pattern")
     return wrappers
 
 
-def set_mode(wrappers: Iterable[QuantInput], mode: str, observer: Observer | None = None) -> None:
+def set_mode(wrappers: Iterable[QuantInput | QuantAdd], mode: str, observer: Observer | None = None) -> None:
     for w in wrappers:
         w.mode, w.observer = mode, observer
 
 
-def calibrate(model: nn.Module, wrappers: list[QuantInput], batches: Iterable, cfg: QuantConfig,
+def calibrate(model: nn.Module, wrappers: list[QuantInput | QuantAdd], batches: Iterable, cfg: QuantConfig,
               forward: Callable[[nn.Module, object], None]) -> dict[str, Range]:
     """Observe every wrapped input on ``batches`` (``forward(model, batch)`` runs the model on one),
     then set activation and weight scales; returns the ranges (for caches and reports)."""
@@ -150,13 +217,12 @@ def calibrate(model: nn.Module, wrappers: list[QuantInput], batches: Iterable, c
         for batch in batches:
             forward(model, batch)
     ranges = observer.ranges()
-    missing = [w.name for w in wrappers if w.name not in ranges]
+    missing = [n for w in wrappers for n in w.observed() if n not in ranges]
     if missing:
         raise TgirUserError(f"calibration never reached {', '.join(missing[:5])}: run every expert (tau 0, "
                             "eager) while calibrating")
     for w in wrappers:
-        w.set_activation(ranges[w.name], cfg.flavour)
-        w.set_weight_scales(cfg.weight_qmax)
+        w.configure(ranges, cfg)
     set_mode(wrappers, "quant")
     return ranges
 

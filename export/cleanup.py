@@ -98,3 +98,143 @@ def bind_lstm_lengths(model: onnx.ModelProto, lengths: str = "lengths") -> int:
                                                        name=f"{cast}_cast"))
         bound += 1
     return bound
+
+
+def fold_pads_into_quantized_convs(model: onnx.ModelProto) -> int:
+    """Rewrite ``Pad(0) -> QuantizeLinear -> DequantizeLinear -> Conv`` as ``Q -> DQ -> Conv`` with the
+    Conv's own ``pads`` grown by the Pad's.
+
+    EfficientNet's TF-"same" padding is an explicit zero ``Pad`` before each strided depthwise conv;
+    in a float graph the ONNX optimiser folds it into the Conv, but a Q/DQ pair in between hides it,
+    and the Pad then separates the previous conv's output from its QuantizeLinear: ONNX Runtime
+    cannot run either conv as a QLinearConv (measured: 12 of 34 convs stayed fp32, and the INT8 image
+    encoder was 2x slower than FP32). Exact: zero quantizes to the zero point, which dequantizes to
+    zero, and quantized convs pad with the zero point. Works inside subgraphs. Returns how many.
+    """
+    return _fold_pads(model.graph, {})
+
+
+def _fold_pads(graph: onnx.GraphProto, outer: dict) -> int:
+    values = _constant_values(graph, outer)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    folded = 0
+    for pad in list(graph.node):
+        chain = _pad_chain(pad, consumers, outputs)
+        spatial = _zero_pad_amounts(pad, values) if chain else None
+        if spatial is None:
+            continue
+        quant, conv = chain
+        attrs = {a.name: a for a in conv.attribute}
+        rank = len(spatial) // 2
+        old = list(attrs["pads"].ints) if "pads" in attrs else [0] * (2 * rank)
+        new = [a + b for a, b in zip(old, spatial, strict=True)]
+        if "pads" in attrs:
+            conv.attribute.remove(attrs["pads"])
+        conv.attribute.append(onnx.helper.make_attribute("pads", new))
+        quant.input[0] = pad.input[0]
+        graph.node.remove(pad)
+        stale = {quant.output[0], *(n.output[0] for n in consumers[quant.output[0]])}  # now unpadded
+        for info in [v for v in graph.value_info if v.name in stale]:
+            graph.value_info.remove(info)
+        folded += 1
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                folded += _fold_pads(attr.g, values)
+    return folded
+
+
+def _pad_chain(pad: onnx.NodeProto, consumers: dict, outputs: set) -> tuple | None:
+    """``(QuantizeLinear, Conv)`` when ``pad`` feeds exactly one Q -> one DQ -> the data input of
+    Convs without ``auto_pad``; else None."""
+    if pad.op_type != "Pad" or pad.output[0] in outputs:
+        return None
+    (quant, *rest) = consumers.get(pad.output[0], [None])
+    if rest or quant is None or quant.op_type != "QuantizeLinear" or quant.output[0] in outputs:
+        return None
+    (dequant, *rest) = consumers.get(quant.output[0], [None])
+    if rest or dequant is None or dequant.op_type != "DequantizeLinear" or dequant.output[0] in outputs:
+        return None
+    (conv, *rest) = consumers.get(dequant.output[0], [None])
+    if rest or conv is None or conv.op_type != "Conv" or conv.input[0] != dequant.output[0]:
+        return None
+    auto_pad = next((a.s for a in conv.attribute if a.name == "auto_pad"), b"NOTSET")
+    return (quant, conv) if auto_pad == b"NOTSET" else None
+
+
+def _zero_pad_amounts(pad: onnx.NodeProto, values: dict) -> list[int] | None:
+    """The Conv-style ``pads`` (spatial begins, then ends) of a constant zero Pad that leaves the batch
+    and channel axes alone; None for anything else."""
+    mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+    pads = values.get(pad.input[1]) if len(pad.input) > 1 else None
+    fill = values.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+    axes = len(pad.input) > 3 and pad.input[3]
+    if mode != b"constant" or pads is None or fill is None or np.any(fill != 0) or axes:
+        return None
+    pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+    rank = len(pads) // 2
+    begins, ends = pads[:rank], pads[rank:]
+    if rank < 3 or any(begins[:2]) or any(ends[:2]) or min(pads) < 0:
+        return None
+    return begins[2:] + ends[2:]
+
+
+def merge_duplicate_quantizers(model: onnx.ModelProto) -> int:
+    """Make QuantizeLinear nodes that read the same tensor with equal scale, zero point and attributes
+    one node (its DequantizeLinear consumers are merged the same way).
+
+    Calibration gives a residual block's skip input and its first conv's input the same quantizer
+    (they are one tensor, observed alike); written twice, the tensor would have two Q -> DQ paths, and
+    ONNX Runtime fuses a conv into a QLinearConv only when its output feeds QuantizeLinear nodes alone
+    with one quantization. Exact. Works inside subgraphs. Returns how many nodes were removed.
+    """
+    return _merge_quantizers(model.graph, {})
+
+
+def _merge_quantizers(graph: onnx.GraphProto, outer: dict) -> int:
+    values = _constant_values(graph, outer)
+    outputs = {o.name for o in graph.output}
+    removed = 0
+    for op in ("QuantizeLinear", "DequantizeLinear"):  # DQs of merged Qs become duplicates in turn
+        kept: dict[tuple, str] = {}
+        rename: dict[str, str] = {}
+        for node in list(graph.node):
+            key = _quantizer_key(node, op, values) if node.output[0] not in outputs else None
+            if key is None:
+                continue
+            if key in kept:
+                rename[node.output[0]] = kept[key]
+                graph.node.remove(node)
+                removed += 1
+            else:
+                kept[key] = node.output[0]
+        _rename(graph, rename)
+        for info in [v for v in graph.value_info if v.name in rename]:
+            graph.value_info.remove(info)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                removed += _merge_quantizers(attr.g, values)
+    return removed
+
+
+def _quantizer_key(node: onnx.NodeProto, op: str, values: dict) -> tuple | None:
+    """What makes two (de)quantizers equal: op, input tensor, constant scale/zero point (values, dtype
+    and shape) and attributes; None when a parameter is not a constant."""
+    if node.op_type != op or len(node.output) != 1:
+        return None
+    params = []
+    for name in node.input[1:]:
+        if not name:
+            continue
+        value = values.get(name)
+        if value is None:
+            return None
+        value = np.asarray(value)
+        params.append((value.dtype.str, value.shape, value.tobytes()))
+    attrs = tuple(sorted((a.name, onnx.helper.get_attribute_value(a)) for a in node.attribute))
+    return (op, node.domain, node.input[0], tuple(params), repr(attrs))

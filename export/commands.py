@@ -91,14 +91,17 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
 @click.option("--seed", default=0, show_default=True, help="Seed of the sample draw.")
 @click.option("--flavour", type=click.Choice(["tensorrt", "cpu"]), default="tensorrt", show_default=True,
               help="tensorrt: int8 symmetric activations; cpu: uint8 activations, 7-bit weights (ONNX Runtime CPU).")
+@click.option("--int8-lstm/--float-lstm", "int8_lstm", default=None,
+              help="LSTM weights in int8 (ONNX Runtime's DynamicQuantizeLSTM). Default: int8 for the cpu flavour, "
+                   "float for tensorrt (which cannot run that op).")
 @click.option("--keep", multiple=True, metavar="PATTERN",
               help="Module names (fnmatch) left in floating point; repeatable. Default: *router*.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="INT8 bundle directory.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, keep, checkpoint,
-                      out_dir, overwrite, as_json) -> None:
+def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, int8_lstm, keep,
+                      checkpoint, out_dir, overwrite, as_json) -> None:
     """Calibrate an fp32 bundle's model on real samples and write an INT8 Q/DQ bundle (Q/DQ inside
     the experts' If branches too), then check it."""
     from tgir.calib.data import CalibData
@@ -107,7 +110,8 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
     from tgir.export.quantize import quantized_from_bundle
 
     cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
-    qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, **({"keep": keep} if keep else {}))
+    qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, int8_lstm=int8_lstm,
+                       **({"keep": keep} if keep else {}))
     manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter())
     report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
     require_ok(report, out_dir)

@@ -13,7 +13,12 @@ from pathlib import Path
 import onnx
 import onnxscript.optimizer
 import torch
-from tgir.export.cleanup import bind_lstm_lengths, drop_noop_int_clips
+from tgir.export.cleanup import (
+    bind_lstm_lengths,
+    drop_noop_int_clips,
+    fold_pads_into_quantized_convs,
+    merge_duplicate_quantizers,
+)
 from tgir.export.graphs import graph_modules
 
 from tgir.errors import TgirUserError
@@ -113,7 +118,9 @@ def _export_graph(module: torch.nn.Module, args: tuple, names: tuple[list[str], 
     onnxscript.optimizer.optimize(program.model, input_size_limit=FOLD_LIMIT, output_size_limit=FOLD_LIMIT)
     program.save(str(path))
     model = onnx.load(str(path))
-    if drop_noop_int_clips(model) + bind_lstm_lengths(model):
+    changed = drop_noop_int_clips(model) + bind_lstm_lengths(model)
+    changed += fold_pads_into_quantized_convs(model) + merge_duplicate_quantizers(model)
+    if changed:
         onnx.save(model, str(path))
 
 
@@ -138,7 +145,8 @@ def onnx_from_checkpoint(checkpoint: str | Path, out_dir: str | Path, cfg: OnnxC
 
 def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Path, cfg: OnnxConfig = OnnxConfig(),
                     overwrite: bool = False, progress: Callable[[str], None] | None = None,
-                    source: dict | None = None, precision: str = "fp32", build: dict | None = None) -> Manifest:
+                    source: dict | None = None, precision: str = "fp32", build: dict | None = None,
+                    rewrite: Callable[[str, Path], None] | None = None) -> Manifest:
     """Export a model's three graphs to ONNX and write a bundle directory.
 
     The bundle is assembled in a temporary folder beside ``out_dir`` and renamed into place, so a
@@ -148,6 +156,9 @@ def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Pat
         source: Facts about where the model came from (checkpoint path and hash) for the manifest.
         precision: What the graphs compute in (``"fp32"``; ``"int8"`` for a Q/DQ model).
         build: Extra build facts for the manifest (e.g. calibration settings).
+        rewrite: Called with each graph's name and ONNX file once it is exported, before the
+            manifest is written; may rewrite the file in place, keeping its I/O contract (e.g.
+            ``tgir.calib.lstm``'s int8 LSTM weights).
 
     Returns:
         The written manifest.
@@ -155,12 +166,13 @@ def onnx_from_model(model: RetrievalModel, vocab: Vocabulary, out_dir: str | Pat
     router = configure_router(model, cfg)
     with staged_bundle(out_dir, overwrite) as tmp:
         manifest = _write_bundle(model, vocab, cfg, router, tmp, progress,
-                                 {"source": source or {}, "precision": precision, "build": build or {}})
+                                 {"source": source or {}, "precision": precision, "build": build or {}}, rewrite)
     return manifest
 
 
 def _write_bundle(model: RetrievalModel, vocab: Vocabulary, cfg: OnnxConfig, router: dict, folder: Path,
-                  progress: Callable[[str], None] | None, facts: dict) -> Manifest:
+                  progress: Callable[[str], None] | None, facts: dict,
+                  rewrite: Callable[[str, Path], None] | None = None) -> Manifest:
     contract = io_contract(model.config, cfg.max_batch, cfg.text_length, cfg.opt_batch)
     examples = _examples(model, cfg.text_length)
     graphs = contract_to_json(contract)
@@ -170,6 +182,8 @@ def _write_bundle(model: RetrievalModel, vocab: Vocabulary, cfg: OnnxConfig, rou
         spec = contract[name]
         names = ([t.name for t in spec.inputs], [t.name for t in spec.outputs])
         _export_graph(module, examples[name], names, folder / f"{name}.onnx", cfg)
+        if rewrite:
+            rewrite(name, folder / f"{name}.onnx")
         graphs[name]["file"] = f"{name}.onnx"
     vocab.save(folder / "vocab.json")
     tokenizer = {"vocab_file": "vocab.json", "max_length": cfg.text_length, **{

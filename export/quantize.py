@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tgir.calib.data import CalibData, bundle_inputs, calibration_batches
+from tgir.calib.lstm import quantize_lstm_weights
 from tgir.calib.qdq import QuantConfig, quantize_model
 from tgir.export.onnx import OnnxConfig, onnx_from_model
 
@@ -37,11 +38,24 @@ def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibDa
     ranges = quantize_model(model, batches, cfg)
     facts = {"quantization": {"flavour": cfg.flavour, "method": cfg.method, "percentile": cfg.percentile,
                               "weights": f"int8 per channel, [-{cfg.weight_qmax}, {cfg.weight_qmax}]",
+                              "lstm": "int8 weights (onnxruntime DynamicQuantizeLSTM, per channel)"
+                              if cfg.lstm_in_int8 else "float",
                               "keep": list(cfg.keep), "tensors": len(ranges), "samples": data.samples,
                               "seed": data.seed, "dataset": data.dataset, "split": data.split},
              "source_bundle_sha256": sha256(Path(bundle) / "manifest.json")}
     source = {k: manifest.model[k] for k in ("checkpoint", "checkpoint_sha256") if k in manifest.model}
     new = onnx_from_model(model, vocab, out_dir, onnx_cfg, overwrite,
                           progress=lambda g: progress and progress(f"exporting {g}", 0, 0), source=source,
-                          precision="int8", build=facts)
+                          precision="int8", build=facts, rewrite=_lstm_rewrite(cfg))
     return new, ranges
+
+
+def _lstm_rewrite(cfg: QuantConfig) -> Callable[[str, Path], None] | None:
+    if not cfg.lstm_in_int8:
+        return None
+
+    def rewrite(graph: str, path: Path) -> None:
+        if graph == "text_encoder":
+            quantize_lstm_weights(path)
+
+    return rewrite

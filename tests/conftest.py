@@ -62,6 +62,18 @@ def tiny_amc_bundle(tmp_path_factory, tiny_css2d):
 
 
 @pytest.fixture(scope="session")
+def shipped_amc_bundle(tmp_path_factory):
+    """The shipped AMC checkpoint (trained/amc_css2d.pt) exported to an fp32 bundle, max batch 16
+    (about 30 s). Read-only: copy it before changing anything."""
+    from tgir.export.build import shipped_checkpoint
+    from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
+
+    bundle = tmp_path_factory.mktemp("amc_shipped") / "fp32"
+    onnx_from_checkpoint(shipped_checkpoint(), bundle, OnnxConfig(max_batch=16))
+    return bundle
+
+
+@pytest.fixture(scope="session")
 def tiny_aoti_bundle(tmp_path_factory, tiny_amc_bundle):
     """A copy of ``tiny_amc_bundle`` with AOTInductor objects of its graphs (``aoti/*.so``, CPU).
     Compiling costs about 50 s on two cores (g++). Read-only: copy it before changing anything."""

@@ -55,14 +55,14 @@ def parity_css2d(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def amc_aoti_bundle(tmp_path_factory) -> Path:
-    """The shipped AMC checkpoint exported to an fp32 bundle (max batch 16) with AOTInductor packages
-    (about 70 s of g++ on two cores). Read-only: copy it before changing anything."""
+def amc_aoti_bundle(tmp_path_factory, shipped_amc_bundle) -> Path:
+    """A copy of ``shipped_amc_bundle`` with AOTInductor packages (about 70 s of g++ on two cores).
+    Read-only: copy it before changing anything."""
+    import shutil
+
     from tgir.export.aoti import AotiConfig, aoti_from_bundle
-    from tgir.export.build import shipped_checkpoint
-    from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
 
     bundle = tmp_path_factory.mktemp("amc_aoti") / "fp32"
-    onnx_from_checkpoint(shipped_checkpoint(), bundle, OnnxConfig(max_batch=16))
+    shutil.copytree(shipped_amc_bundle, bundle)
     aoti_from_bundle(bundle, AotiConfig(device="cpu"))
     return bundle

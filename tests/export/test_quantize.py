@@ -33,6 +33,10 @@ def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
     branch_ops = [n.op_type for node in composer.graph.node if node.op_type == "If" for a in node.attribute
                   for n in a.g.node]
     assert "DequantizeLinear" in branch_ops and "QuantizeLinear" in branch_ops
+    text_ops = {n.op_type for n in onnx.load(str(tmp_path / flavour / "text_encoder.onnx")).graph.node}
+    # cpu: ONNX Runtime's int8-weight LSTM; tensorrt: a float LSTM (TensorRT cannot parse the contrib op)
+    assert ("DynamicQuantizeLSTM" in text_ops) == (flavour == "cpu") and ("LSTM" in text_ops) == (flavour != "cpu")
+    assert manifest.build["quantization"]["lstm"].startswith("int8" if flavour == "cpu" else "float")
     image_ops = {n.op_type for n in onnx.load(str(tmp_path / flavour / "image_encoder.onnx")).graph.node}
     assert "BatchNormalization" not in image_ops and "QuantizeLinear" in image_ops  # folded before quantizing
     # tensorrt: the lint passes; cpu: uint8 activations are for ONNX Runtime, the lint says so.
@@ -45,6 +49,29 @@ def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
     np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-4)
     with pytest.raises(TgirUserError, match="already int8"):
         quantized_from_bundle(tmp_path / flavour, tmp_path / "again", data, QuantConfig())
+
+
+def test_int8_lstm_weights_on_the_shipped_text_graph(shipped_amc_bundle, tmp_path):
+    import shutil
+
+    from tgir.calib.lstm import quantize_lstm_weights
+    from tgir.vocab import Vocabulary
+
+    shutil.copy(shipped_amc_bundle / "text_encoder.onnx", tmp_path / "t.onnx")
+    assert quantize_lstm_weights(tmp_path / "t.onnx") == 1
+    assert quantize_lstm_weights(tmp_path / "t.onnx") == 0  # nothing left to rewrite
+    vocab = Vocabulary.load(shipped_amc_bundle / "vocab.json")
+    texts = ["add red circle to top-left", "remove gray square", "make middle-center blue triangle small",
+             "add green cylinder to bottom-right and remove blue circle"]
+    ids, lengths = vocab.encode_batch(texts, 32)
+    want, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+        None, {"ids": ids, "lengths": lengths})[0]
+        for p in (shipped_amc_bundle / "text_encoder.onnx", tmp_path / "t.onnx"))
+    cos = (want * got).sum(1) / np.linalg.norm(want, axis=1) / np.linalg.norm(got, axis=1)
+    # int8 weights: close (measured 0.99999 on CSS texts), not identical (the op really changed)
+    assert cos.min() > 0.9995 and not np.array_equal(want, got), cos
+    with pytest.raises(TgirUserError, match="TensorRT cannot parse"):
+        QuantConfig(flavour="tensorrt", int8_lstm=True)
 
 
 def test_calibrate_cli(fp32_bundle, tmp_path, tiny_css2d, capsys):

@@ -71,6 +71,19 @@ class Backbone(nn.Module):
 # ----------------------------------------------------------------------------------------- ResNet
 
 
+class SkipAdd(nn.Module):
+    """A residual connection's ``branch + skip`` as a module, so that quantization can find it.
+
+    Parameter-free (no state-dict keys). ``tgir.calib.qdq`` wraps it to quantize both inputs: the Q/DQ
+    graph then carries the residual stream in int8 and the runtimes fuse the conv that feeds the add
+    (ONNX Runtime's QLinearConv/QLinearAdd, TensorRT's conv + add fusion); without it the conv before
+    every residual add stays in floating point.
+    """
+
+    def forward(self, branch: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return branch + skip
+
+
 class BasicBlock(nn.Module):
     """ResNet-18/34 block (torchvision names)."""
 
@@ -85,11 +98,12 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(cin, cout, stride)
+        self.add = SkipAdd()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(y)) + skip)
+        return self.relu(self.add(self.bn2(self.conv2(y)), skip))
 
 
 class Bottleneck(nn.Module):
@@ -108,12 +122,13 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(cin, cout, stride)
+        self.add = SkipAdd()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + skip)
+        return self.relu(self.add(self.bn3(self.conv3(y)), skip))
 
 
 def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential | None:
@@ -223,6 +238,7 @@ class MBConv(nn.Module):
         self._project_conv, self._bn2 = _conv_bn(mid, cout, 1, 1)
         self.act = nn.ReLU6(inplace=True)
         self.residual = s == 1 and cin == cout
+        self.add = SkipAdd() if self.residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -230,7 +246,7 @@ class MBConv(nn.Module):
             y = self.act(self._bn0(self._expand_conv(y)))  # [B, mid, H, W]
         y = self.act(self._bn1(self._depthwise_conv(self._pad(y))))  # [B, mid, H/s, W/s]
         y = self._bn2(self._project_conv(y))  # [B, cout, H/s, W/s], linear bottleneck
-        return y + x if self.residual else y
+        return self.add(y, x) if self.add is not None else y
 
 
 class EfficientNetLite0(Backbone):

@@ -55,6 +55,7 @@ def test_int8_lstm_weights_on_the_shipped_text_graph(shipped_amc_bundle, tmp_pat
     import shutil
 
     from tgir.calib.lstm import quantize_lstm_weights
+
     from tgir.vocab import Vocabulary
 
     shutil.copy(shipped_amc_bundle / "text_encoder.onnx", tmp_path / "t.onnx")

@@ -152,3 +152,12 @@ def test_eval_bundle_command(tiny_amc_bundle, tiny_css2d, capsys):
     assert "--bundle needs --data" in capsys.readouterr().err
     assert main(["eval", "--bundle", str(tiny_amc_bundle), "--data", str(tiny_css2d), "--tau", "0.1"]) == 1
     assert "drop --checkpoint, --tau" in capsys.readouterr().err
+
+
+def test_ort_sessions_do_not_spin_unless_asked():
+    from tgir.runtime.ort import session_options
+
+    key = "session.intra_op.allow_spinning"
+    # three sessions per query: spinning pools would take the cores from the running one
+    assert session_options(OrtOptions(threads=2)).get_session_config_entry(key) == "0"
+    assert session_options(OrtOptions(threads=2, spin=True)).get_session_config_entry(key) == "1"

@@ -65,3 +65,21 @@ def test_bad_input():
         make_observer("entropy").observe("x", np.array([]))
     with pytest.raises(TgirUserError, match="percentile must be in"):
         HistogramObserver("percentile", percentile=0)
+
+
+def test_entropy_keeps_a_clamped_activations_saturation_mode():
+    # A ReLU6 output as the shipped AMC's late depthwise convs see it: 90% zeros, a few small values,
+    # 9% exactly 6. KL divergence scores clipping at 0.19 (every 6 becomes 0.19) as near-perfect;
+    # that collapsed the model (R@1 71 -> 13). The pile at 6 is a mode, so the range must keep it.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.zeros(180_000), rng.exponential(0.3, 2_000).clip(0, 6), np.full(18_000, 6.0)])
+    guarded, bare = HistogramObserver("entropy"), HistogramObserver("entropy", saturation_share=2.0)
+    for obs in (guarded, bare):
+        obs.observe("relu6", x.astype(np.float32))
+    assert bare.ranges()["relu6"].hi < 0.5  # the flaw, reproduced with the guard off
+    assert guarded.ranges()["relu6"] == Range(0.0, 6.0)
+    # a long tail without a pile at its end is still clipped by the entropy search
+    tail = rng.standard_t(3, 100_000).astype(np.float32)
+    obs = HistogramObserver("entropy")
+    obs.observe("t", tail)
+    assert obs.ranges()["t"].amax < 0.5 * np.abs(tail).max()

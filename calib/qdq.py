@@ -143,6 +143,11 @@ class QuantInput(nn.Module):
                                                                 torch.int8),
                                        self.w_scale, self.w_zero, 0, -128, 127, torch.int8)
         if isinstance(self.inner, nn.Linear):
+            if x.dim() == 2:
+                # as [B, 1, D]: the exporter writes a 2-D linear as a Gemm with a float bias, which ONNX
+                # Runtime does not fuse with its Q/DQ (it dequantizes the weight on every call and runs
+                # an fp32 Gemm); a Q/DQ MatMul on 3-D inputs becomes MatMulIntegerToFloat.
+                return F.linear(x[:, None], w, self.inner.bias)[:, 0]  # [B, out]
             return F.linear(x, w, self.inner.bias)
         return self.inner._conv_forward(x, w, self.inner.bias)
 

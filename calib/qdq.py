@@ -30,6 +30,7 @@ import torch
 import torch.ao.quantization.fx._decomposed  # registers torch.ops.quantized_decomposed
 from tgir.calib.fold import fold_batchnorms
 from tgir.calib.observers import METHODS, Observer, Range, make_observer
+from tgir.calib.sensitivity import sweep
 from torch import nn
 from torch.nn import functional as F
 
@@ -51,6 +52,8 @@ class QuantConfig:
         keep: Module-name patterns (fnmatch) left in floating point, e.g. sensitive layers. The
             router stays float by default: its gates decide which experts run.
         reduce_range: 7-bit weights (None: on for the ``cpu`` flavour, off for ``tensorrt``).
+        keep_sensitive: Also leave in float the this many layers an automatic sensitivity sweep
+            finds most harmful to quantize (``tgir.calib.sensitivity``); 0: no sweep.
         int8_lstm: LSTM weights in int8 through ONNX Runtime's ``DynamicQuantizeLSTM``
             (``tgir.calib.lstm``; None: on for the ``cpu`` flavour; the op exists only in ONNX Runtime).
     """
@@ -61,6 +64,7 @@ class QuantConfig:
     keep: tuple[str, ...] = ("*router*",)
     reduce_range: bool | None = None
     int8_lstm: bool | None = None
+    keep_sensitive: int = 0
 
     @property
     def lstm_in_int8(self) -> bool:
@@ -76,6 +80,8 @@ class QuantConfig:
             raise unknown_choice("quantization flavour", self.flavour, FLAVOURS)
         if self.method not in METHODS:
             raise unknown_choice("calibration method", self.method, METHODS)
+        if self.keep_sensitive < 0:
+            raise TgirUserError(f"keep_sensitive must be >= 0, got {self.keep_sensitive}")
         if self.int8_lstm and self.flavour == "tensorrt":
             raise TgirUserError("int8 LSTM weights need ONNX Runtime's DynamicQuantizeLSTM, which TensorRT cannot "
                                 "parse; use the cpu flavour or keep the LSTM in float")
@@ -244,12 +250,17 @@ def model_forward(model: nn.Module, batch) -> None:
     model.compose(tokens, *text)
 
 
-def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig) -> dict[str, Range]:
+def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig
+                   ) -> tuple[dict[str, Range], list[tuple[str, float]]]:
     """Fold BatchNorms into their convs, then prepare, calibrate and switch ``model`` to fake-quantized
-    mode, in place.
+    mode, in place; with ``cfg.keep_sensitive`` the worst layers of a sensitivity sweep (on the
+    first two batches) go back to float.
 
     AMC's router is set to run every expert while observing (each expert's inputs get a range even
     if the threshold would skip it on the calibration data) and restored afterwards.
+
+    Returns:
+        The calibrated ranges and the layers kept in float by the sweep with their scores.
     """
     router = getattr(model.config, "router", None) if model.config.family == "amc" else None
     if router is not None:
@@ -258,10 +269,20 @@ def quantize_model(model: nn.Module, batches: Iterable, cfg: QuantConfig) -> dic
     first = next(batches, None)
     if first is None:
         raise TgirUserError("no calibration batches")
+    second = next(batches, None)
+    head = [first] if second is None else [first, second]
     fold_batchnorms(model.eval(), lambda: model_forward(model, first))  # see tgir.calib.fold: why
     wrappers = prepare(model, cfg)
     try:
-        return calibrate(model, wrappers, itertools.chain([first], batches), cfg, model_forward)
+        ranges = calibrate(model, wrappers, itertools.chain(head, batches), cfg, model_forward)
+        kept: list[tuple[str, float]] = []
+        if cfg.keep_sensitive:
+            kept = sweep(model, wrappers, head)[:cfg.keep_sensitive]
+            names = {name for name, _ in kept}
+            for w in wrappers:
+                if w.name in names:
+                    w.mode = "float"  # exported without Q/DQ
+        return ranges, kept
     finally:
         if router is not None:
             model.set_router(tau=router.tau, conditional=router.conditional)

@@ -96,12 +96,14 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
                    "float for tensorrt (which cannot run that op).")
 @click.option("--keep", multiple=True, metavar="PATTERN",
               help="Module names (fnmatch) left in floating point; repeatable. Default: *router*.")
+@click.option("--keep-sensitive", default=0, show_default=True, metavar="N",
+              help="Also leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="INT8 bundle directory.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, int8_lstm, keep,
-                      checkpoint, out_dir, overwrite, as_json) -> None:
+                      keep_sensitive, checkpoint, out_dir, overwrite, as_json) -> None:
     """Calibrate an fp32 bundle's model on real samples and write an INT8 Q/DQ bundle (Q/DQ inside
     the experts' If branches too), then check it."""
     from tgir.calib.data import CalibData
@@ -111,7 +113,7 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
 
     cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
     qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, int8_lstm=int8_lstm,
-                       **({"keep": keep} if keep else {}))
+                       keep_sensitive=keep_sensitive, **({"keep": keep} if keep else {}))
     manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter())
     report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
     require_ok(report, out_dir)

@@ -35,12 +35,13 @@ def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibDa
                           opt_batch=manifest.graphs["image_encoder"]["dynamic"]["batch"][1],
                           text_length=manifest.tokenizer["max_length"])
     batches = calibration_batches(bundle, data, progress=lambda d, n: progress and progress("calibrating", d, n))
-    ranges = quantize_model(model, batches, cfg)
+    ranges, kept = quantize_model(model, batches, cfg)
     facts = {"quantization": {"flavour": cfg.flavour, "method": cfg.method, "percentile": cfg.percentile,
                               "weights": f"int8 per channel, [-{cfg.weight_qmax}, {cfg.weight_qmax}]",
                               "lstm": "int8 weights (onnxruntime DynamicQuantizeLSTM, per channel)"
                               if cfg.lstm_in_int8 else "float",
                               "keep": list(cfg.keep), "tensors": len(ranges), "samples": data.samples,
+                              "kept_by_sensitivity": [{"layer": n, "score": round(v, 6)} for n, v in kept],
                               "seed": data.seed, "dataset": data.dataset, "split": data.split},
              "source_bundle_sha256": sha256(Path(bundle) / "manifest.json")}
     source = {k: manifest.model[k] for k in ("checkpoint", "checkpoint_sha256") if k in manifest.model}

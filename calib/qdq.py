@@ -49,8 +49,11 @@ class QuantConfig:
         flavour: ``"tensorrt"`` (int8 symmetric activations) or ``"cpu"`` (uint8 asymmetric).
         method: Activation observer: ``"entropy"``, ``"percentile"`` or ``"max"``.
         percentile: Kept share of |values| for the percentile method.
-        keep: Module-name patterns (fnmatch) left in floating point, e.g. sensitive layers. The
-            router stays float by default: its gates decide which experts run.
+        keep: Module-name patterns (fnmatch) left in floating point, e.g. sensitive layers. By
+            default the router's last Linear (hidden -> one logit per expert) stays float: its
+            gates decide which experts run. Its first, 2D -> hidden, holds nearly all the router's
+            weights and quantizes without a measurable loss (shipped AMC, full CSS-2D test: R@1
+            70.61 with it int8 vs 70.56 float; composer 0.77 -> 0.72 ms at batch 1).
         reduce_range: 7-bit weights (None: on for the ``cpu`` flavour, off for ``tensorrt``).
         keep_sensitive: Also leave in float the this many layers an automatic sensitivity sweep
             finds most harmful to quantize (``tgir.calib.sensitivity``); 0: no sweep.
@@ -61,7 +64,7 @@ class QuantConfig:
     flavour: str = "tensorrt"
     method: str = "entropy"
     percentile: float = 99.99
-    keep: tuple[str, ...] = ("*router*",)
+    keep: tuple[str, ...] = ("*router.net.3",)
     reduce_range: bool | None = None
     int8_lstm: bool | None = None
     keep_sensitive: int = 0

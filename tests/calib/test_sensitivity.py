@@ -40,7 +40,7 @@ def test_sweep_ranks_a_badly_quantized_layer_first(tiny):
 def test_keep_sensitive_leaves_the_worst_layers_in_float(tiny):
     torch.manual_seed(0)
     model = build_model(tiny("amc"))
-    ranges, kept = quantize_model(model, _batches(), QuantConfig(flavour="cpu", method="max", keep_sensitive=3))
+    _, kept = quantize_model(model, _batches(), QuantConfig(flavour="cpu", method="max", keep_sensitive=3))
     assert len(kept) == 3 and kept[0][1] >= kept[1][1] >= kept[2][1]
     modes = {m.name: m.mode for m in model.modules() if hasattr(m, "observed")}
     assert {n for n, _ in kept} == {n for n, mode in modes.items() if mode == "float"}

@@ -5,8 +5,9 @@ Every ``nn.Linear`` and ``nn.Conv2d`` (the Gemm/MatMul/Conv of the graphs) is wr
 quantizes its input per tensor and its weight per output channel with
 ``torch.ops.quantized_decomposed`` ops, which the dynamo exporter writes as Q/DQ nodes, also inside
 the ``torch.cond`` branches that hold AMC's experts (onnxruntime's and ModelOpt's ONNX quantizers
-leave ``If`` bodies untouched: notes/feasibility.md). Normalisation, softmax and residual adds stay
-in floating point: the runtimes gain nothing there.
+leave ``If`` bodies untouched: notes/feasibility.md). Residual adds (``SkipAdd``) get both inputs
+quantized by a ``QuantAdd``, so that the conv before each add can run quantized too. Normalisation
+and softmax stay in floating point: the runtimes gain nothing there.
 
 Two flavours from the same observed ranges:
 - ``tensorrt``: int8 symmetric activations (zero point 0, scale amax / 127), what TensorRT's

@@ -47,6 +47,7 @@ class CalibSettings:
         percentile: Kept share of |values| for ``percentile``.
         samples: Calibration queries.
         seed: Seed of the sample draw (and of a generated dataset).
+        keep_sensitive: Layers a sensitivity sweep finds most harmful to quantize, left in float.
     """
 
     data: str | None = None
@@ -55,6 +56,7 @@ class CalibSettings:
     percentile: float = 99.99
     samples: int = 512
     seed: int = 0
+    keep_sensitive: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -244,7 +246,8 @@ def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Pr
     # kernels are fastest with uint8 activations and (without VNNI) 7-bit weights.
     flavour = "tensorrt" if backend == "tensorrt" else "cpu"
     quantized_from_bundle(fp32, out, CalibData(c.dataset, data, samples=c.samples, seed=c.seed),
-                          QuantConfig(flavour=flavour, method=c.method, percentile=c.percentile),
+                          QuantConfig(flavour=flavour, method=c.method, percentile=c.percentile,
+                                      keep_sensitive=c.keep_sensitive),
                           cfg.checkpoint, progress=lambda s, d, n: report(s.replace("exporting", "export int8"), d, n))
     if c.data is None:
         manifest = Manifest.load(out)

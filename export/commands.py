@@ -206,6 +206,8 @@ def _stage_reporter():
 @click.option("--calib-method", type=click.Choice(["entropy", "percentile", "max"]), default="percentile",
               show_default=True, help="Activation observer (the shipped setting is percentile 99.99).")
 @click.option("--calib-samples", default=512, show_default=True, help="Calibration queries.")
+@click.option("--calib-keep-sensitive", default=0, show_default=True, metavar="N",
+              help="Leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
 @click.option("--out", "out_dir", default="bundle", show_default=True, type=click.Path(file_okay=False))
 @click.option("--router", type=click.Choice(["if", "dense"]), default="if", show_default=True,
               help="AMC router form: ONNX If per expert, or every expert computed with gates applied.")
@@ -233,10 +235,10 @@ def _stage_reporter():
 @click.option("--force", is_flag=True, help="Rebuild even if --out holds a bundle built from the same recipe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def build_engine_command(checkpoint, precision, backend, calib_data, calib_dataset, calib_method, calib_samples,
-                         out_dir, router, tau, max_batch, opt_batch, max_text_len, threads, parity, workspace_mib,
-                         timing_cache, version_compatible, exclude_lean_runtime, dla_core, legacy_calibrator,
-                         calibration_cache, builder_optimization_level, static_batch, gpu_fallback, device, force,
-                         as_json) -> None:
+                         calib_keep_sensitive, out_dir, router, tau, max_batch, opt_batch, max_text_len, threads,
+                         parity, workspace_mib, timing_cache, version_compatible, exclude_lean_runtime, dla_core,
+                         legacy_calibrator, calibration_cache, builder_optimization_level, static_batch, gpu_fallback,
+                         device, force, as_json) -> None:
     """Build a deployable bundle: export -> check -> calibrate -> engines (TensorRT) or optimised
     ONNX Runtime graphs. With no options: the shipped AMC, INT8, into ./bundle."""
     from tgir.export.build import BuildConfig, CalibSettings, build_bundle
@@ -253,7 +255,7 @@ def build_engine_command(checkpoint, precision, backend, calib_data, calib_datas
                       onnx=OnnxConfig(tau=tau, router=router, max_batch=max_batch, opt_batch=opt_batch,
                                       text_length=max_text_len),
                       calib=CalibSettings(data=calib_data, dataset=calib_dataset, method=calib_method,
-                                          samples=calib_samples),
+                                          samples=calib_samples, keep_sensitive=calib_keep_sensitive),
                       parity=parity, threads=threads, engine=engine, calibration_cache=calibration_cache)
     manifest, summary = build_bundle(cfg, _stage_reporter(), force=force)
     summary = {**summary, "precision": manifest.precision, "backend": manifest.backend,

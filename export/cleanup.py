@@ -48,11 +48,22 @@ def _drop(graph: onnx.GraphProto, outer: dict) -> int:
         graph.node.remove(node)
         removed += 1
     _rename(graph, rename)
+    removed += sum(_drop(sub, values) for sub in _subgraphs(graph))
+    return removed
+
+
+def _subgraphs(graph: onnx.GraphProto):
+    """The graphs held by ``graph``'s nodes (``If`` branches, ``Loop`` bodies), one level down."""
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                removed += _drop(attr.g, values)
-    return removed
+                yield attr.g
+
+
+def _forget_shapes(graph: onnx.GraphProto, names: set) -> None:
+    """Drop recorded shapes of tensors a pass changed, so no stale ``value_info`` contradicts them."""
+    for info in [v for v in graph.value_info if v.name in names]:
+        graph.value_info.remove(info)
 
 
 def _rename(graph: onnx.GraphProto, rename: dict) -> None:
@@ -137,14 +148,9 @@ def _fold_pads(graph: onnx.GraphProto, outer: dict) -> int:
         conv.attribute.append(onnx.helper.make_attribute("pads", new))
         quant.input[0] = pad.input[0]
         graph.node.remove(pad)
-        stale = {quant.output[0], *(n.output[0] for n in consumers[quant.output[0]])}  # now unpadded
-        for info in [v for v in graph.value_info if v.name in stale]:
-            graph.value_info.remove(info)
+        _forget_shapes(graph, {quant.output[0], *(n.output[0] for n in consumers[quant.output[0]])})  # unpadded
         folded += 1
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                folded += _fold_pads(attr.g, values)
+    folded += sum(_fold_pads(sub, values) for sub in _subgraphs(graph))
     return folded
 
 
@@ -213,12 +219,8 @@ def _merge_quantizers(graph: onnx.GraphProto, outer: dict) -> int:
             else:
                 kept[key] = node.output[0]
         _rename(graph, rename)
-        for info in [v for v in graph.value_info if v.name in rename]:
-            graph.value_info.remove(info)
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                removed += _merge_quantizers(attr.g, values)
+        _forget_shapes(graph, set(rename))
+    removed += sum(_merge_quantizers(sub, values) for sub in _subgraphs(graph))
     return removed
 
 

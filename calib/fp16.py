@@ -113,6 +113,7 @@ class _Converter:
         self.copies: dict[str, str] = {}  # fp32 initializer -> its fp16 copy
         self.final: dict[str, int] = {}  # the dtype each emitted float tensor ends in
         self.pending: dict[str, tuple[onnx.NodeProto, _Scope]] = {}  # deferred constant-only nodes
+        self.io_outputs = {o.name for o in model.graph.output}
         self.stats = {"fp16_nodes": 0, "fp32_nodes": 0, "casts": 0, "fp32_ops": {}, "clamped_values": 0}
 
     def fresh(self, base: str) -> str:
@@ -179,9 +180,14 @@ class _Converter:
             return
         value = self.decide(node, scope)
         if value is not None and value.kind == "free" and all(self.orig.get(o) == FLOAT for o in node.output):
-            for out in node.output:  # made of constants only: emitted in the precision its readers want
-                scope.values[out], self.pending[out] = value, (node, scope)
-            return
+            if not self.io_outputs.intersection(node.output):
+                for out in node.output:  # no float input: emitted in the precision its readers want
+                    scope.values[out], self.pending[out] = value, (node, scope)
+                return
+            # a graph output (e.g. ITMA's float text mask, a Cast of a bool): made once, in the
+            # declared output dtype; a deferred copy per precision would give the name two producers
+            half = not self.cfg.keep_io_types
+            value = _Value(HALF, "fp16") if half else _Value(FLOAT, "fp32")
         self.emit(node, value, scope)
 
     def emit(self, node: onnx.NodeProto, value: _Value | None, scope: _Scope) -> None:

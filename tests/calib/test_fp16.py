@@ -181,3 +181,30 @@ def test_fp32_artefacts_not_carried(tiny_amc_bundle, tmp_path):
     assert "onnxruntime_optimized" not in new.build and new.backend == "onnxruntime"
     assert not set(saved["files"].values()) & set(new.files) and not list((tmp_path / "h").glob("*.ort.onnx"))
     assert sorted(new.files) == sorted(Manifest.load(tiny_amc_bundle).files)
+
+
+def test_itma_float_mask_output_keeps_one_producer(tiny, tmp_path):
+    # ITMA's text graph outputs a float mask made by a Cast of a bool: no float input, so the pass
+    # used to defer it and make one copy per precision, both named like the graph output.
+    import torch
+    from tgir.export.onnx import OnnxConfig, onnx_from_model
+
+    from tgir.models.base import build_model
+    from tgir.vocab import Vocabulary
+
+    vocab = Vocabulary.build(["make it red", "add a blue circle"])
+    cfg = tiny("itma")
+    cfg = cfg.replace(text=cfg.text.__class__(**{**cfg.text.__dict__, "vocab_size": len(vocab)}))
+    torch.manual_seed(0)
+    onnx_from_model(build_model(cfg), vocab, tmp_path / "fp32", OnnxConfig(max_batch=4, text_length=8))
+    fp16_from_bundle(tmp_path / "fp32", tmp_path / "fp16")
+    lengths = np.array([8, 3], np.int64)
+    ids = np.where(np.arange(8)[None] < lengths[:, None], 5, 0).astype(np.int64)
+    want, got = (ort.InferenceSession(str(tmp_path / b / "text_encoder.onnx"), providers=["CPUExecutionProvider"])
+                 .run(None, {"ids": ids, "lengths": lengths}) for b in ("fp32", "fp16"))
+    names = [o.name for o in onnx.load(str(tmp_path / "fp16" / "text_encoder.onnx")).graph.output]
+    mask = names.index("text_mask")
+    np.testing.assert_array_equal(got[mask], want[mask])  # 0/1 exactly, in float32
+    assert got[mask].dtype == np.float32
+    for i in range(len(names)):
+        np.testing.assert_allclose(got[i], want[i], atol=2e-2)

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import onnx
 
-DYNAMIC_LSTM_OP = "DynamicQuantizeLSTM"
-
 
 def lstm_count(model: onnx.ModelProto) -> int:
     return sum(n.op_type == "LSTM" for n in model.graph.node)

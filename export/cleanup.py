@@ -155,21 +155,25 @@ def _fold_pads(graph: onnx.GraphProto, outer: dict) -> int:
 
 
 def _pad_chain(pad: onnx.NodeProto, consumers: dict, outputs: set) -> tuple | None:
-    """``(QuantizeLinear, Conv)`` when ``pad`` feeds exactly one Q -> one DQ -> the data input of
-    Convs without ``auto_pad``; else None."""
+    """``(QuantizeLinear, Conv)`` when ``pad`` feeds exactly one Q -> one DQ -> the data input of one
+    Conv without ``auto_pad``; else None."""
     if pad.op_type != "Pad" or pad.output[0] in outputs:
         return None
-    (quant, *rest) = consumers.get(pad.output[0], [None])
-    if rest or quant is None or quant.op_type != "QuantizeLinear" or quant.output[0] in outputs:
-        return None
-    (dequant, *rest) = consumers.get(quant.output[0], [None])
-    if rest or dequant is None or dequant.op_type != "DequantizeLinear" or dequant.output[0] in outputs:
-        return None
-    (conv, *rest) = consumers.get(dequant.output[0], [None])
-    if rest or conv is None or conv.op_type != "Conv" or conv.input[0] != dequant.output[0]:
+    quant = _sole_reader(pad, "QuantizeLinear", consumers, outputs)
+    dequant = quant and _sole_reader(quant, "DequantizeLinear", consumers, outputs)
+    conv = dequant and _sole_reader(dequant, "Conv", consumers, set())
+    if conv is None or conv.input[0] != dequant.output[0]:
         return None
     auto_pad = next((a.s for a in conv.attribute if a.name == "auto_pad"), b"NOTSET")
     return (quant, conv) if auto_pad == b"NOTSET" else None
+
+
+def _sole_reader(node: onnx.NodeProto, op: str, consumers: dict, outputs: set) -> onnx.NodeProto | None:
+    """The only node that reads ``node``'s output, when it is an ``op`` whose output is not a graph output."""
+    readers = consumers.get(node.output[0], [])
+    if len(readers) != 1 or readers[0].op_type != op or readers[0].output[0] in outputs:
+        return None
+    return readers[0]
 
 
 def _zero_pad_amounts(pad: onnx.NodeProto, values: dict) -> list[int] | None:

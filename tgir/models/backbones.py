@@ -237,8 +237,7 @@ class MBConv(nn.Module):
         self._depthwise_conv, self._bn1 = _conv_bn(mid, mid, k, s, groups=mid)
         self._project_conv, self._bn2 = _conv_bn(mid, cout, 1, 1)
         self.act = nn.ReLU6(inplace=True)
-        self.residual = s == 1 and cin == cout
-        self.add = SkipAdd() if self.residual else None
+        self.add = SkipAdd() if s == 1 and cin == cout else None  # residual only where shapes match
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x

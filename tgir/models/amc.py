@@ -10,6 +10,7 @@ with ``torch.cond`` so that the exported graph keeps the skip as ONNX ``If`` nod
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -99,6 +100,16 @@ class AMC(RetrievalModel):
         self.text = TextEncoder(config.text)
         self.text_project = nn.Identity() if config.text.hidden == dim else nn.Linear(config.text.hidden, dim)
         self.layers = nn.ModuleList(RoutedLayer(dim, config.router) for _ in range(config.router.layers))
+        if config.learn_scale:
+            # Log-parameterised so it stays positive; only present when learnt, so checkpoints of the
+            # paper's fixed-scale setting keep their state dict.
+            self.log_scale = nn.Parameter(torch.tensor(math.log(config.loss_scale)))
+
+    def logit_scale(self) -> torch.Tensor | float:
+        """Scale of the BBC logits: the paper's fixed value, or the learnt one (capped at 100)."""
+        if self.config.learn_scale:
+            return self.log_scale.exp().clamp(max=100.0)
+        return self.config.loss_scale
 
     def encode_image(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.project(self.image_features(images)[-1])  # [B, D, h, w]
@@ -145,9 +156,10 @@ class AMC(RetrievalModel):
         (s,) = self.encode_text(ids, lengths)
         query, outputs, gates = self.compose_with_gates(tokens, s)
         target, _ = self.encode_image(target_images)
-        bbc = batch_classification_loss(query, target, self.config.loss_scale, target_labels)
+        bbc = batch_classification_loss(query, target, self.logit_scale(), target_labels)
         g_q = l2norm(torch.cat([o.mean(dim=1) for o in outputs], dim=-1))  # [B, layers * D]
         bsc = bsc_loss(g_q, target)
         sparsity = torch.stack([g.mean() for g in gates]).mean()
         total = bbc + self.config.bsc_weight * bsc + self.config.router.sparsity_weight * sparsity
-        return {"loss": total, "bbc": bbc, "bsc": bsc, "gate_mean": sparsity.detach()}
+        return {"loss": total, "bbc": bbc.detach(), "bsc": bsc.detach(), "gate_mean": sparsity.detach(),
+                "scale": torch.as_tensor(self.logit_scale()).detach()}

@@ -156,6 +156,8 @@ class ModelConfig:
         loss_scale: Fixed logit scale of the batch classification loss (AMC: 10); ITMA learns its
             own, initialised here.
         bsc_weight: Weight of AMC's batch similarity consistency loss (paper: 1.0).
+        learn_scale: AMC: learn the logit scale, starting from ``loss_scale`` (TIRG and MAAF learn
+            theirs); off = the paper's fixed scale. Training only: retrieval ranks by cosine.
     """
 
     family: str = "amc"
@@ -167,6 +169,7 @@ class ModelConfig:
     combiner: CombinerConfig = field(default_factory=CombinerConfig)
     loss_scale: float = 10.0
     bsc_weight: float = 1.0
+    learn_scale: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -175,6 +178,8 @@ class ModelConfig:
             raise TgirUserError(f"image_size must be a multiple of 32, got {self.image_size}")
         if self.embed_dim < 8 or self.embed_dim % 8:
             raise TgirUserError(f"embed_dim must be a positive multiple of 8, got {self.embed_dim}")
+        if self.loss_scale <= 0:
+            raise TgirUserError(f"loss_scale must be > 0, got {self.loss_scale}")
 
     def to_dict(self) -> dict:
         return {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}

@@ -180,8 +180,6 @@ class ITMA(RetrievalModel):
         # TextEncoder already applies Dropout(config.text.dropout): LSTM → Dropout → Linear, as MAAF.
         self.text_project = nn.Linear(config.text.hidden, dim)
         self.combiner = Combiner(dim, config.combiner)
-        if config.loss_scale <= 0:
-            raise TgirUserError(f"itma: loss_scale (the initial scale) must be > 0, got {config.loss_scale}")
         # MAAF stores log(scale) so the learnt scale stays positive.
         self.log_scale = nn.Parameter(torch.tensor(math.log(config.loss_scale)))
         counts = [(config.image_size // s) ** 2 for s in self.backbone.strides]

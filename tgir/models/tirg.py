@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tgir.errors import TgirUserError
 from tgir.models.backbones import build_backbone
 from tgir.models.base import RetrievalModel, batch_classification_loss, l2norm
 from tgir.models.config import ModelConfig
@@ -73,8 +72,6 @@ class TIRG(RetrievalModel):
         self.res_info_composer = nn.Sequential(
             nn.BatchNorm1d(2 * dim), nn.ReLU(), nn.Linear(2 * dim, 2 * dim), nn.ReLU(),
             nn.Linear(2 * dim, dim))
-        if config.loss_scale <= 0:
-            raise TgirUserError(f"tirg: loss_scale (the initial scale) must be > 0, got {config.loss_scale}")
         self.scale = nn.Parameter(torch.tensor(float(config.loss_scale)))
 
     def image_feature(self, images: torch.Tensor) -> torch.Tensor:

@@ -172,7 +172,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         state["step"] += 1
-        return {k: round(float(v), 4) for k, v in losses.items()}
+        return {k: round(float(v.detach()), 4) for k, v in losses.items()}
 
     def fit(self, resume: bool = False) -> dict:
         """Train, evaluating the EMA weights on the hold-out after epochs; returns final metrics."""

@@ -74,6 +74,23 @@ def test_total_loss_combines_parts(tiny):
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_learnt_scale_starts_at_loss_scale_and_trains(tiny):
+    images, ids, lengths = _inputs()
+    fixed = _model(tiny)
+    assert "log_scale" not in fixed.state_dict()  # the paper's setting keeps its state dict
+    torch.manual_seed(0)
+    learnt = build_model(tiny("amc").replace(learn_scale=True, loss_scale=7.0))
+    assert learnt.logit_scale().item() == pytest.approx(7.0)
+    learnt.load_state_dict({**fixed.state_dict(), "log_scale": learnt.log_scale.detach()})
+    fixed.train(), learnt.train()
+    out_fixed = fixed.loss(images, ids, lengths, images.flip(0))
+    out = learnt.loss(images, ids, lengths, images.flip(0))
+    # Same weights, scale 7 instead of 10: a different BBC, and a gradient reaches the scale.
+    assert out["scale"].item() == pytest.approx(7.0) and out["bbc"].item() != pytest.approx(out_fixed["bbc"].item())
+    out["loss"].backward()
+    assert learnt.log_scale.grad is not None and learnt.log_scale.grad.abs().item() > 0
+
+
 def _reference_compose(model: AMC, tokens, s, tau):
     """Hand-written reference: every expert runs, sub-threshold gates are zeroed."""
     x = tokens

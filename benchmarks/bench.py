@@ -71,6 +71,8 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "c": {"device": None, "threads": None, "engine": ("auto", "aoti", "tensorrt"), "library": ()},
     "tensorrt": {"device": None},
 }
+# every backend also takes search=exact|faiss|int8 (tgir.runtime.index.SEARCH_METHODS)
+COMMON_OPTIONS: dict[str, tuple[str, ...] | None] = {"search": ("exact", "faiss", "int8")}
 PRESETS = {
     "cpu": ("torch", "onnxruntime", "c"),
     "gpu": ("torch,device=cuda", "torch-compile,device=cuda", "onnxruntime,provider=cuda", "c,device=cuda",
@@ -110,7 +112,7 @@ class BenchConfig:
         warmup: Untimed runs before them.
         gallery: Items of the synthetic gallery that ``search`` and ``end_to_end`` search.
         k: Results per query.
-        faiss: Search with FAISS's flat inner-product index instead of exact numpy.
+        search: Search method of every target (``exact``, ``faiss``, ``int8``); a target's ``search`` wins.
         threads: CPU threads of every backend (0: each backend's default); a target's ``threads`` wins.
         data: CSS-2D (or ``dataset``) root: real inputs and, with ``accuracy``, recall on ``split``.
         accuracy: Score recall per target (needs ``data``).
@@ -128,7 +130,7 @@ class BenchConfig:
     warmup: int = 10
     gallery: int = 10_000
     k: int = 10
-    faiss: bool = False
+    search: str = "exact"
     threads: int = 0
     data: str | None = None
     dataset: str = "css2d"
@@ -158,6 +160,8 @@ class BenchConfig:
         if self.k > self.gallery or (self.search_sizes and self.k > min(self.search_sizes)):
             raise TgirUserError(f"-k {self.k} exceeds a gallery size ({self.gallery}, search sizes "
                                 f"{list(self.search_sizes)})")
+        if self.search not in COMMON_OPTIONS["search"]:
+            raise unknown_choice("search method", self.search, COMMON_OPTIONS["search"])
         if self.baseline is not None and self.baseline not in labels:
             raise unknown_choice("baseline target", self.baseline, labels)
 
@@ -202,7 +206,7 @@ def parse_ints(text: str, flag: str, allow_empty: bool = False) -> tuple[int, ..
 
 
 def _check_option(backend: str, key: str, value: str) -> None:
-    allowed = BACKEND_OPTIONS[backend]
+    allowed = {**BACKEND_OPTIONS[backend], **COMMON_OPTIONS}
     if key not in allowed:
         raise TgirUserError(f"backend {backend!r} has no option {key!r}; its options: {', '.join(allowed)}")
     choices = allowed[key]
@@ -312,7 +316,7 @@ def config_command(cfg: BenchConfig) -> str:
         args += ["--target", f"{t.label}={t.backend}{opts}:{t.bundle}"]
     defaults = BenchConfig(targets=cfg.targets)
     flags = {"batches": "--batch", "iters": "--iters", "warmup": "--warmup", "gallery": "--gallery", "k": "-k",
-             "threads": "--threads", "data": "--data", "dataset": "--dataset", "split": "--split",
+             "threads": "--threads", "search": "--search", "data": "--data", "dataset": "--dataset", "split": "--split",
              "search_sizes": "--search-sizes", "search_iters": "--search-iters", "baseline": "--baseline",
              "timeout_s": "--timeout"}
     for name, flag in flags.items():
@@ -321,7 +325,6 @@ def config_command(cfg: BenchConfig) -> str:
             text = f"{value:g}" if isinstance(value, float) else str(value)
             args += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else text]
     args += [] if cfg.accuracy or not cfg.data else ["--no-accuracy"]
-    args += ["--faiss"] if cfg.faiss else []
     args += [] if cfg.isolate else ["--no-isolate"]
     return shlex.join(args)
 
@@ -361,7 +364,8 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
               "images_decoded_before_timing": True,
               "timed": "preprocessing + tokenizer + graphs, and for search/end_to_end the top-k search",
               "search_gallery": f"{cfg.gallery} synthetic L2-normalised Gaussian vectors of the target's dimension",
-              "search": "FAISS IndexFlatIP" if cfg.faiss else "exact numpy (tgir.runtime.index.exact_search)",
+              "search": "per target (its 'search'): exact = numpy (tgir.runtime.index.exact_search), faiss = "
+                        "FAISS IndexFlatIP, int8 = tgir.runtime.int8_search (int8 scoring + certified re-rank)",
               "percentiles": "numpy.percentile method='linear' over the timed runs",
               "throughput": "batch / mean latency, items per second",
               "peak_rss": ("ru_maxrss of the target's own process after timing, before accuracy" if cfg.isolate

@@ -71,7 +71,8 @@ def _one_line(err: BaseException) -> str:
 def run_target(target: Target, cfg: BenchConfig, emit: Callable[[dict], None]) -> dict:
     """Measure one target; never raises for the target's own failures (they become its status)."""
     row = {**target.to_dict(), "status": "ok", "reason": None, "precision": None, "device": None, "versions": {},
-           "threads": None, "embed_dim": None, "open_s": None, "peak_rss_before_open_mib": _rss_mib(),
+           "threads": None, "search": target.option("search", cfg.search), "search_same_as_exact": None,
+           "embed_dim": None, "open_s": None, "peak_rss_before_open_mib": _rss_mib(),
            "peak_rss_mib": None, "gpu_memory": None, "accuracy": None, "notes": [], "results": []}
     start = time.perf_counter()
     opened = None
@@ -303,10 +304,14 @@ def measure_stages(opened: Opened, split, cfg: BenchConfig, label: str, row: dic
         row["embed_dim"] = int(queries.shape[1])
         gallery = GalleryIndex(unit_rows(np.random.default_rng(cfg.seed + 1), cfg.gallery, queries.shape[1]),
                                [str(i) for i in range(cfg.gallery)], "bench")
-        gallery.search(queries[:1], cfg.k, faiss=cfg.faiss)  # builds FAISS's index before any timing
+        gallery.threads = opened.threads or 0
+        method = row["search"]
+        # Untimed: builds FAISS's or the int8 index, and checks the method against exact search.
+        found, exact = gallery.search(queries, cfg.k, method), gallery.search(queries, cfg.k)
+        row["search_same_as_exact"] = float(np.mean([a == b for a, b in zip(found.ids, exact.ids, strict=True)]))
 
         def search(q: np.ndarray) -> object:
-            return gallery.search(q, cfg.k, faiss=cfg.faiss)
+            return gallery.search(q, cfg.k, method)
 
         done, total = 0, len(cfg.batches) * len(STAGES)
         for batch in cfg.batches:

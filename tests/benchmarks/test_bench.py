@@ -347,15 +347,16 @@ def test_cli_runs_and_writes_json_and_markdown(tiny_amc_bundle, tmp_path, capsys
     md = tmp_path / "r.md"
     code = main(["bench", "--target", f"ort=onnxruntime,threads=1:{tiny_amc_bundle}", "--batch", "1", "--iters", "2",
                  "--warmup", "0", "--gallery", "20", "-k", "3", "--no-isolate", "--json", "-", "--markdown", str(md),
-                 "--search-sizes", "50", "--search-iters", "2", "--faiss"])
+                 "--search-sizes", "50", "--search-iters", "2", "--search", "int8"])
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
-    assert result["targets"][0]["status"] == "ok" and result["config"]["faiss"] is True
+    assert result["targets"][0]["status"] == "ok" and result["config"]["search"] == "int8"
+    assert result["targets"][0]["search"] == "int8" and result["targets"][0]["search_same_as_exact"] == 1.0
     assert result["search_scaling"][0]["gallery"] == 50 and result["search_scaling"][0]["dim"] == 32
     assert "[1/1] ort" in err and "end_to_end" in err and "search scaling: gallery 50" in err
     assert "| `ort` | onnxruntime | fp32 | cpu | 1 |" in md.read_text()
-    assert "--search-sizes 50" in result["command"] and "--faiss" in result["command"]
+    assert "--search-sizes 50" in result["command"] and "--search int8" in result["command"]
 
 
 @pytest.mark.skipif(not os.environ.get("TGIR_TEST_PLOT"), reason="set TGIR_TEST_PLOT=1 where matplotlib is installed")

@@ -38,9 +38,59 @@ def test_faiss_equals_exact():
     pytest.importorskip("faiss", reason="faiss-cpu not installed")
     index = GalleryIndex(_unit(2000, 32, 2), [f"img{i}" for i in range(2000)], "fp")
     q = _unit(25, 32, 3)
-    exact, fast = index.search(q, 20), index.search(q, 20, faiss=True)
+    exact, fast = index.search(q, 20), index.search(q, 20, "faiss")
     assert exact.ids == fast.ids
     np.testing.assert_allclose(exact.scores, fast.scores, atol=1e-5)
+
+
+def _clustered(rows, dim, clusters, spread, seed):
+    """Near-duplicate groups (like CSS scenes that differ by one object): many scores within the
+    int8 error of each other, so the re-rank has real work to do."""
+    rng = np.random.default_rng(seed)
+    x = np.repeat(rng.standard_normal((clusters, dim)), rows // clusters, axis=0)
+    x = (x + spread * rng.standard_normal(x.shape)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("spread", [0.3, 0.01, 0.0])
+def test_int8_search_equals_exact(spread):
+    g = _clustered(3000, 64, 30, spread, 4)
+    index = GalleryIndex(g, [f"img{i}" for i in range(len(g))], "fp")
+    q = np.concatenate([g[::150], _unit(10, 64, 5)])  # queries on gallery rows, and random ones
+    for k in (1, 10, 100):
+        exact, fast = index.search(q, k), index.search(q, k, "int8")
+        np.testing.assert_allclose(fast.scores, exact.scores, atol=1e-6)
+        # same entries in the same order, except where two scores differ by float rounding only:
+        # numpy's GEMM and the re-rank's GEMV round differently (even equal rows can get scores one
+        # ulp apart in a GEMM, so spread 0 is held to the same rule)
+        for row in range(len(q)):
+            for col in np.flatnonzero(np.asarray(fast.ids[row]) != np.asarray(exact.ids[row])):
+                assert abs(exact.scores[row, col] - fast.scores[row, col]) < 1e-6
+    stats = index.int8().stats
+    assert stats.queries == len(q) and stats.candidates >= 100 * len(q)
+
+
+def test_int8_bound_holds_and_prunes():
+    from tgir.runtime.int8_search import Int8Search
+
+    g, q = _unit(5000, 128, 6), _unit(8, 128, 7)
+    search = Int8Search(g, threads=1)
+    idx, scores = search.search(q, 5)
+    assert idx.tolist() == exact_search(q, g, 5)[0].tolist()
+    np.testing.assert_allclose(scores, exact_search(q, g, 5)[1], atol=1e-6)
+    # unrelated random rows are far apart: the bound prunes most of the gallery
+    assert search.stats.candidates < 0.2 * len(g) * len(q)
+    # odd inputs: a zero query and a gallery with a zero row stay finite and exact
+    g[3] = 0
+    zero = Int8Search(g, threads=1)
+    assert zero.search(np.zeros((1, 128), np.float32), 3)[0].tolist() == [[0, 1, 2]]
+    assert zero.search(q, 5)[0].tolist() == exact_search(q, g, 5)[0].tolist()
+
+
+def test_unknown_search_method():
+    index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
+    with pytest.raises(TgirUserError, match="unknown search method 'hnsw'; valid choices: 'exact', 'faiss', 'int8'"):
+        index.search(_unit(1, 4, 1), 2, "hnsw")
 
 
 def test_bad_k_and_dimension():
@@ -102,6 +152,10 @@ def test_index_and_search_commands(tiny_amc_bundle, tiny_css2d, tmp_path, capsys
         q = runner.encode_queries([ref], ["make the red circle big"])
         g = runner.encode_images(sorted(catalogue.glob("*.png")))
     assert [r["id"] for r in result["results"]] == [f"item{j:02d}.png" for j in np.argsort(-(q @ g.T)[0])[:5]]
+    assert main([*args, "--json", "--search", "int8"]) == 0  # int8 scoring + re-rank: the same results
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == [r["id"] for r in result["results"]]
+    assert main([*args, "--search", "hnsw"]) == 2  # click's own usage error lists the choices
+    assert "'exact', 'faiss', 'int8'" in capsys.readouterr().err
     # user mistakes: one line, exit 1
     assert main([*args[:-2], "-k", "13"]) == 1
     assert "k must be between 1 and the gallery size 12" in capsys.readouterr().err

@@ -54,7 +54,9 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
 @click.option("--warmup", default=10, show_default=True, help="Untimed runs before them.")
 @click.option("--gallery", default=10_000, show_default=True, help="Synthetic gallery size for search.")
 @click.option("-k", "k", default=10, show_default=True, help="Results per query.")
-@click.option("--faiss/--exact", default=False, show_default=True, help="Search with FAISS (faiss-cpu) or numpy.")
+@click.option("--search", "method", type=click.Choice(("exact", "faiss", "int8")), default="exact", show_default=True,
+              help="Search method of every target (a target's search=... wins): numpy, FAISS flat, or int8 "
+                   "scoring with an exact re-rank (same results).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads of every backend (0: its default).")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root: real inputs and recall per target.")
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
@@ -72,7 +74,7 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown table here too.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Write a PNG: latency vs batch, R@1 vs p50.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
-def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, faiss, threads, data, dataset, split, accuracy,
+def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, threads, data, dataset, split, accuracy,
           search_sizes, search_iters, baseline, isolate, timeout, seed, json_out, md_out, plot_out, quiet) -> None:
     from tgir.benchmarks.bench import BenchConfig, parse_ints, run_bench, targets_from
     from tgir.benchmarks.bench_report import markdown, plot, require_matplotlib
@@ -84,7 +86,7 @@ def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, faiss, t
     if plot_out:
         require_matplotlib()
     cfg = BenchConfig(targets=targets_from(bundles, backends, targets), batches=parse_ints(batch, "--batch"),
-                      iters=iters, warmup=warmup, gallery=gallery, k=k, faiss=faiss, threads=threads, data=data,
+                      iters=iters, warmup=warmup, gallery=gallery, k=k, search=method, threads=threads, data=data,
                       dataset=dataset, split=split, accuracy=accuracy and bool(data),
                       search_sizes=parse_ints(search_sizes, "--search-sizes", allow_empty=True),
                       search_iters=search_iters, baseline=baseline, isolate=isolate, timeout_s=timeout, seed=seed)

@@ -11,6 +11,7 @@ import click
 from tgir.cli.common import open_bundle, progress_bar
 from tgir.data.registry import DATASETS
 from tgir.errors import TgirUserError
+from tgir.runtime.index import SEARCH_METHODS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _BACKEND = click.Choice(["auto", "onnxruntime", "tensorrt", "torch", "c"])
@@ -67,12 +68,14 @@ def index(bundle, images, data, dataset, split, out_dir, backend, threads) -> No
 @click.option("--image", required=True, type=click.Path(dir_okay=False), help="Reference image.")
 @click.option("--text", required=True, help="The change, e.g. 'make the red circle big'.")
 @click.option("-k", "k", default=10, show_default=True, help="Results to return.")
-@click.option("--faiss/--exact", default=False, show_default=True, help="FAISS flat index (faiss-cpu) or numpy.")
+@click.option("--search", "method", type=click.Choice(SEARCH_METHODS), default="exact", show_default=True,
+              help="exact: numpy; faiss: FAISS flat index (faiss-cpu); int8: int8 scoring + exact re-rank. "
+                   "All return the same results.")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Also draw the reference, text and top-k into a PNG.")
 @click.option("--backend", type=_BACKEND, default="auto", show_default=True)
 @click.option("--threads", default=0, show_default=True, help="ONNX Runtime intra-op threads (0: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def search(bundle, index_dir, image, text, k, faiss, grid, backend, threads, as_json) -> None:
+def search(bundle, index_dir, image, text, k, method, grid, backend, threads, as_json) -> None:
     """Rank the indexed catalogue for a reference image modified by a text."""
     from tgir.runtime import UnknownWordsWarning
     from tgir.runtime.index import GalleryIndex
@@ -85,7 +88,8 @@ def search(bundle, index_dir, image, text, k, faiss, grid, backend, threads, as_
             query = runner.encode_queries([image], [text])
         for w in caught:
             click.echo(f"tgir: warning: {w.message}", err=True)
-        found = gallery.search(query, k, faiss=faiss)
+        gallery.threads = threads
+        found = gallery.search(query, k, method)
     root = Path(gallery.info.get("root", "."))
     rows = [{"rank": r + 1, "id": i, "score": float(s), "path": str(root / i)}
             for r, (i, s) in enumerate(zip(found.ids[0], found.scores[0], strict=True))]

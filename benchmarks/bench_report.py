@@ -109,19 +109,26 @@ def scaling_table(scaling: list[dict]) -> list[str]:
     """Exact numpy vs FAISS flat search per gallery size and batch."""
     if not scaling:
         return []
-    out = ["", f"Search scaling: exact numpy top-{scaling[0]['k']} vs FAISS IndexFlatIP, synthetic unit vectors of "
-           f"dimension {scaling[0]['dim']}, ms:", "",
+    out = ["", f"Search scaling: exact numpy top-{scaling[0]['k']} vs FAISS IndexFlatIP vs tgir int8 (int8 scores + "
+           f"certified float32 re-rank), synthetic unit vectors of dimension {scaling[0]['dim']}, ms:", "",
            "| gallery | batch | numpy p50 | numpy p99 | FAISS p50 | FAISS p99 | numpy / FAISS (p50) | FAISS build s "
-           "| same top-k |", "|---|---|---|---|---|---|---|---|---|"]
+           "| same top-k | int8 p50 | int8 p99 | numpy / int8 (p50) | int8 build s | int8 same top-k "
+           "| re-scored per query |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in scaling:
-        f = s.get("faiss") or {}
+        f, i = s.get("faiss") or {}, s.get("int8") or {}
         ratio = s["exact"]["p50_ms"] / f["p50_ms"] if f.get("p50_ms") else None
+        ratio8 = s["exact"]["p50_ms"] / i["p50_ms"] if i.get("p50_ms") else None
         out.append(f"| {s['gallery']:,} | {s['batch']} | {_ms(s['exact']['p50_ms'])} | {_ms(s['exact']['p99_ms'])} | "
                    f"{_ms(f.get('p50_ms'))} | {_ms(f.get('p99_ms'))} | {_num(ratio, 1)} | "
-                   f"{_num(s.get('faiss_build_s'), 2)} | "
-                   f"{'-' if s.get('same_topk') is None else format(s['same_topk'], '.0%')} |")
+                   f"{_num(s.get('faiss_build_s'), 2)} | {_share(s.get('same_topk'))} | {_ms(i.get('p50_ms'))} | "
+                   f"{_ms(i.get('p99_ms'))} | {_num(ratio8, 1)} | {_num(s.get('int8_build_s'), 2)} | "
+                   f"{_share(s.get('int8_same_topk'))} | {_num(s.get('int8_candidates'), 1)} |")
     reason = next((s["faiss_reason"] for s in scaling if s.get("faiss_reason")), None)
     return out + ([f"FAISS not measured: {reason}"] if reason else [])
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else format(value, ".0%")
 
 
 def require_matplotlib() -> None:

@@ -1,11 +1,15 @@
 """Search scaling: exact numpy top-k (``tgir.runtime.index.exact_search``) against FAISS's flat
-inner-product index (``faiss.IndexFlatIP``, exact as well) on galleries of synthetic embeddings.
+inner-product index (``faiss.IndexFlatIP``, exact as well) and tgir's int8 search
+(``tgir.runtime.int8_search``: int8 scores, certified float32 re-rank) on galleries of synthetic
+embeddings.
 
-The galleries are L2-normalised Gaussian vectors (seeded), the queries likewise; both searches
+The galleries are L2-normalised Gaussian vectors (seeded), the queries likewise; all searches
 return the same entries on such data (ties have probability zero), which each row checks
-(``same_topk``: share of identical top-k lists). FAISS's index build (copying the gallery in) is
-timed once and reported apart. A gallery of 1M x 512 float32 is 2 GiB, held twice while FAISS has
-its copy.
+(``same_topk``, ``int8_same_topk``: share of identical top-k lists). Index builds (FAISS copying
+the gallery in; int8 quantizing it and making its ONNX Runtime session) are timed once and
+reported apart; ``int8_candidates`` is the mean number of rows re-scored in float32 per query.
+A gallery of 1M x 512 float32 is 2 GiB, held twice while FAISS has its copy; its int8 codes add
+0.5 GiB.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tgir.benchmarks.timing import summarize, time_calls
 from tgir.runtime.index import exact_search
+from tgir.runtime.int8_search import Int8Search
 
 ROWS_PER_CHUNK = 65_536
 
@@ -45,9 +50,10 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
 
     Returns:
         Rows ``{"gallery", "dim", "batch", "k", "exact": summary, "faiss": summary | None,
-        "faiss_build_s", "same_topk", "faiss_threads", "faiss_reason"}``; ``faiss`` is None (with the
-        reason) when faiss-cpu is missing. ``threads`` > 0 sets FAISS's OpenMP threads (numpy's BLAS
-        keeps its own setting, e.g. OPENBLAS_NUM_THREADS).
+        "faiss_build_s", "same_topk", "faiss_threads", "faiss_reason", "int8": summary, "int8_build_s",
+        "int8_same_topk", "int8_candidates"}``; ``faiss`` is None (with the reason) when faiss-cpu is
+        missing. ``threads`` > 0 sets FAISS's OpenMP threads and the int8 session's intra-op threads
+        (numpy's BLAS keeps its own setting, e.g. OPENBLAS_NUM_THREADS).
     """
     faiss = faiss_module()
     if faiss is not None and threads:
@@ -56,13 +62,16 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
     queries = unit_rows(rng, max(batches), dim)
     rows = []
     for size in sizes:
-        rows += _one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress)
+        rows += _one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads)
     return rows
 
 
 def _one_size(gallery: np.ndarray, queries: np.ndarray, batches: Sequence[int], iters: int, warmup: int, k: int,
-              faiss, progress: Callable[[dict], None] | None) -> list[dict]:
+              faiss, progress: Callable[[dict], None] | None, threads: int = 0) -> list[dict]:
     size, dim = gallery.shape
+    start = time.perf_counter()
+    int8 = Int8Search(gallery, threads)
+    int8_build_s = round(time.perf_counter() - start, 4)
     index, build_s = None, None
     if faiss is not None:
         start = time.perf_counter()
@@ -81,10 +90,21 @@ def _one_size(gallery: np.ndarray, queries: np.ndarray, batches: Sequence[int], 
             samples, _ = time_calls(lambda q=q: index.search(q, k), iters, warmup)
             row["faiss"] = summarize(samples, batch)
             mine, theirs = exact_search(q, gallery, k)[0], index.search(q, k)[1]
-            row["same_topk"] = round(float(np.mean([(a == b).all() for a, b in zip(mine, theirs, strict=True)])), 4)
+            row["same_topk"] = _same(mine, theirs)
+        samples, _ = time_calls(lambda q=q: int8.search(q, k), iters, warmup)
+        ours = int8.search(q, k)[0]
+        row.update(int8=summarize(samples, batch), int8_build_s=int8_build_s,
+                   int8_same_topk=_same(exact_search(q, gallery, k)[0], ours),
+                   int8_candidates=round(int8.stats.candidates / max(int8.stats.queries, 1), 1))
         rows.append(row)
         if progress:
             progress({"event": "search_scaling", "gallery": size, "batch": batch,
                       "exact_p50_ms": row["exact"]["p50_ms"],
-                      "faiss_p50_ms": row["faiss"]["p50_ms"] if row["faiss"] else None})
+                      "faiss_p50_ms": row["faiss"]["p50_ms"] if row["faiss"] else None,
+                      "int8_p50_ms": row["int8"]["p50_ms"]})
     return rows
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose top-k index lists are identical."""
+    return round(float(np.mean([(x == y).all() for x, y in zip(a, b, strict=True)])), 4)

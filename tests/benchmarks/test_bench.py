@@ -317,6 +317,8 @@ def test_search_scaling_rows():
             assert r["same_topk"] == 1.0 and r["faiss_build_s"] >= 0
         else:
             assert "faiss-cpu" in r["faiss_reason"]
+        assert r["int8"]["iters"] == 2 and r["int8_same_topk"] == 1.0 and r["int8_build_s"] >= 0
+        assert r["k"] <= r["int8_candidates"] <= r["gallery"]
 
 
 # -- command line ------------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def _progress(event: dict) -> None:
     elif kind == "search_scaling":
         faiss = "-" if event["faiss_p50_ms"] is None else f"{event['faiss_p50_ms']:.3f} ms"
         line = (f"search scaling: gallery {event['gallery']:,} batch {event['batch']}: numpy p50 "
-                f"{event['exact_p50_ms']:.3f} ms, FAISS p50 {faiss}")
+                f"{event['exact_p50_ms']:.3f} ms, FAISS p50 {faiss}, int8 p50 {event.get('int8_p50_ms', 0):.3f} ms")
     else:
         return
     click.echo(line, err=True)

@@ -56,7 +56,7 @@ class RoutedLayer(nn.Module):
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gates = self.effective_gates(self.router(x, s))  # [B, E]
         dense = self.training or self.cfg.tau <= 0 or self.always_run
-        out = torch.zeros_like(x)
+        out = x if self.cfg.residual else torch.zeros_like(x)
         for i, expert in enumerate(self.experts):
             g = gates[:, i, None, None]  # [B, 1, 1]
             if dense:

@@ -90,6 +90,8 @@ class RouterConfig:
         conditional: Wrap each expert in ``torch.cond`` (exports as ONNX ``If``); off = plain
             Python control flow, which is what calibration and training use.
         sparsity_weight: Weight of the L1 gate-sparsity regulariser (0 = the paper).
+        residual: Add each routed layer's input to its gated sum (``X + sum_i g_i E_i(X)``); off =
+            the paper, whose layer output is the gated sum alone.
     """
 
     experts: tuple[str, ...] = EXPERTS
@@ -100,6 +102,7 @@ class RouterConfig:
     tau: float = 0.0
     conditional: bool = False
     sparsity_weight: float = 0.0
+    residual: bool = False
 
     def __post_init__(self) -> None:
         for e in self.experts:

@@ -73,8 +73,11 @@ def _progress_reporter():
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
               help="Override any field, e.g. --set model.router.tau=0.3 --set train.lr_step_epochs=[8].")
 @click.option("--resume/--no-resume", default=False, show_default=True, help="Continue from OUT/last.pt.")
+@click.option("--init", "init", type=click.Path(dir_okay=False),
+              help="Fine-tune: start from this checkpoint's weights, vocabulary and run config (flags and --set "
+                   "still apply), with a fresh optimizer and schedule.")
 def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, seed, device, max_steps, sets,
-          resume) -> None:
+          resume, init) -> None:
     """Train a model; writes last.pt, best.pt, run.json, vocab.json and metrics.json to --out."""
     from tgir.models.config import replace_path
     from tgir.models.presets import preset
@@ -83,15 +86,20 @@ def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, s
 
     if config_file:
         run = RunConfig.load(config_file)
+    elif init:
+        from tgir.training.checkpoint import load_checkpoint
+
+        run = load_checkpoint(init).run
     elif family:
         ds = dataset or "css2d"
         run = RunConfig(preset(family, ds), TrainConfig(dataset=ds))
     else:
-        raise TgirUserError("give --model (one of: " + ", ".join(FAMILIES) + ") or --config FILE")
+        raise TgirUserError("give --model (one of: " + ", ".join(FAMILIES) + "), --config FILE or --init CHECKPOINT")
     flags = {"train.dataset": dataset, "train.data": data, "train.epochs": epochs, "train.batch_size": batch_size,
-             "train.lr": lr, "train.seed": seed, "train.device": device, "train.max_steps": max_steps}
-    if config_file and family and family != run.model.family:
-        raise TgirUserError(f"--model {family} contradicts the config file's family {run.model.family!r}")
+             "train.lr": lr, "train.seed": seed, "train.device": device, "train.max_steps": max_steps,
+             "train.init": init}
+    if (config_file or init) and family and family != run.model.family:
+        raise TgirUserError(f"--model {family} contradicts the family of --config or --init: {run.model.family!r}")
     for path, value in [*flags.items(), *(_split_set(s) for s in sets)]:
         if value is not None:
             run = replace_path(run, path, value)

@@ -38,6 +38,9 @@ class TrainConfig:
             k > 1 = batches of batch_size / k reference images with k queries each: hard negatives).
         feature_cache: Folder where a frozen backbone's features are saved and reused across runs
             ("" = keep them in memory only).
+        init: Checkpoint whose weights (its EMA when it has one) and vocabulary start this run
+            (fine-tuning, e.g. a dense AMC turned sparse); optimizer and schedule start afresh.
+            "" = random initialisation (ImageNet trunk).
     """
 
     dataset: str = "css2d"
@@ -59,6 +62,7 @@ class TrainConfig:
     eval_every: int = 1
     feature_cache: str = ""
     group_size: int = 0
+    init: str = ""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:

@@ -111,16 +111,20 @@ class Trainer:
         self.train_queries, self.val = train_q, _validation_split(self.split, val_q) if val_q else None
         state = {"epoch": 0, "step": 0, "best": -1.0, "history": []}
         ckpt = load_checkpoint(self.out / LAST) if resume and (self.out / LAST).is_file() else None
+        init = load_checkpoint(t.init) if ckpt is None and t.init else None
         if ckpt is not None:
             # The model (and its vocabulary) come from the checkpoint; the schedule from this run, so a
             # resumed run can be given more epochs.
             self.run, self.vocab = dataclasses.replace(ckpt.run, train=t), ckpt.vocab
         else:
-            self.vocab = Vocabulary.build((q.text for q in train_q), min_count=t.min_count)
+            # Token ids must mean what they meant to the initial weights: keep their vocabulary.
+            self.vocab = init.vocab if init else Vocabulary.build((q.text for q in train_q), min_count=t.min_count)
             text = dataclasses.replace(self.run.model.text, vocab_size=len(self.vocab))
             self.run = dataclasses.replace(self.run, model=self.run.model.replace(text=text))
         self.model = build_model(self.run.model).to(self.device)
-        if ckpt is None and self.run.model.text.glove:
+        if init is not None:
+            load_state(self.model, init.ema if init.ema is not None else init.model, t.init)
+        elif ckpt is None and self.run.model.text.glove:
             self.model.text.load_glove(self.vocab.itos)  # GloVe rows need the vocabulary, known only now
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=t.lr, eps=1e-8, weight_decay=t.weight_decay)

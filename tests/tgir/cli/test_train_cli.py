@@ -84,3 +84,33 @@ def test_eval_corrupt_checkpoint(tmp_path, capsys):
 def test_missing_dataset_root(run_file, tmp_path, capsys):
     code = main(["train", "--config", str(run_file), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "no")])
     _one_line_error(code, capsys.readouterr().err, str(tmp_path / "no"), "not found")
+
+
+def test_init_fine_tunes_from_a_checkpoint(run_file, tmp_path, capsys):
+    import torch
+
+    from tgir.training.checkpoint import load_checkpoint
+
+    first = tmp_path / "dense"
+    assert main(["train", "--config", str(run_file), "--out", str(first), "--max-steps", "2"]) == 0
+    capsys.readouterr()
+    start = load_checkpoint(first / "last.pt")
+    # zero steps of training: the fine-tune's weights are the initial checkpoint's EMA weights
+    sparse = tmp_path / "sparse"
+    assert main(["train", "--init", str(first / "last.pt"), "--out", str(sparse), "--max-steps", "1",
+                 "--set", "train.lr=0", "--set", "train.ema_decay=0",
+                 "--set", "model.router.sparsity_weight=0.02"]) == 0
+    capsys.readouterr()
+    tuned = load_checkpoint(sparse / "last.pt")
+    assert tuned.vocab.itos == start.vocab.itos
+    assert tuned.run.model.router.sparsity_weight == 0.02 and tuned.run.train.init == str(first / "last.pt")
+    for name, value in start.ema.items():
+        assert torch.equal(tuned.model[name].float(), value.float()), name
+    # a model config the weights do not fit, and a family that contradicts the checkpoint: one line
+    code = main(["train", "--init", str(first / "last.pt"), "--out", str(tmp_path / "x"), "--set",
+                 "model.embed_dim=16"])
+    _one_line_error(code, capsys.readouterr().err, "weights do not fit the model", "shape differs")
+    code = main(["train", "--init", str(first / "last.pt"), "--model", "tirg", "--out", str(tmp_path / "y")])
+    _one_line_error(code, capsys.readouterr().err, "--model tirg contradicts", "'amc'")
+    code = main(["train", "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "z")])
+    _one_line_error(code, capsys.readouterr().err, "checkpoint not found")

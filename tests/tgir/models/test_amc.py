@@ -91,26 +91,27 @@ def test_learnt_scale_starts_at_loss_scale_and_trains(tiny):
     assert learnt.log_scale.grad is not None and learnt.log_scale.grad.abs().item() > 0
 
 
-def _reference_compose(model: AMC, tokens, s, tau):
+def _reference_compose(model: AMC, tokens, s, tau, residual=False):
     """Hand-written reference: every expert runs, sub-threshold gates are zeroed."""
     x = tokens
     for layer in model.layers:
         gates = layer.router(x, s)
         gates = gates * (gates >= tau).float()
-        x = sum(gates[:, i, None, None] * e(x, s) for i, e in enumerate(layer.experts))
+        x = (x if residual else 0) + sum(gates[:, i, None, None] * e(x, s) for i, e in enumerate(layer.experts))
     return l2norm(x.mean(1))
 
 
 @pytest.mark.parametrize("tau", [0.0, 1e-6, 0.45, 0.5, 0.55])
-def test_conditional_matches_reference(tiny, tau):
+@pytest.mark.parametrize("residual", [False, True])
+def test_conditional_matches_reference(tiny, tau, residual):
     images, ids, lengths = _inputs(b=3)
-    dense = _model(tiny, seed=1)
-    cond = _model(tiny, seed=1, tau=tau, conditional=True)
-    eager = _model(tiny, seed=1, tau=tau, conditional=False)
+    dense = _model(tiny, seed=1, residual=residual)
+    cond = _model(tiny, seed=1, tau=tau, conditional=True, residual=residual)
+    eager = _model(tiny, seed=1, tau=tau, conditional=False, residual=residual)
     with torch.no_grad():
         _, tokens = dense.encode_image(images)
         (s,) = dense.encode_text(ids, lengths)
-        ref = _reference_compose(dense, tokens, s, tau)
+        ref = _reference_compose(dense, tokens, s, tau, residual)
         for model in (cond, eager):
             assert torch.allclose(model.compose(tokens, s), ref, atol=1e-6)
         if tau in (0.0, 1e-6):

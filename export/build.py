@@ -81,7 +81,8 @@ class BuildConfig:
         engine: TensorRT builder settings (``tgir.export.engine.EngineConfig`` fields as a dict).
         calibration_cache: TensorRT calibration cache for the legacy implicit INT8 path
             (``engine["legacy_calibrator"]``, TensorRT 8.5-10.x): the fp32 graphs are built with it
-            instead of Q/DQ graphs.
+            instead of Q/DQ graphs. A file (one cache for every graph) or a folder of per-graph
+            caches; None with the legacy path: calibrate here and use the caches that writes.
     """
 
     checkpoint: str | None = None
@@ -97,8 +98,8 @@ class BuildConfig:
     calibration_cache: str | None = None
 
     def __post_init__(self) -> None:
-        if self.engine.get("legacy_calibrator") and not self.calibration_cache:
-            raise TgirUserError("--legacy-calibrator needs --calibration-cache FILE (a TensorRT calibration cache)")
+        if self.calibration_cache and not self.engine.get("legacy_calibrator"):
+            raise TgirUserError("--calibration-cache goes with --legacy-calibrator (TensorRT 8.5-10.x implicit INT8)")
         if self.precision not in PRECISIONS:
             raise unknown_choice("precision", self.precision, PRECISIONS)
         if self.backend not in BACKENDS:
@@ -214,9 +215,15 @@ def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tup
     # so there is no documented "int8 where possible, fp16 elsewhere" switch to add on top.
     precision = "int8" if cfg.precision == "best" else cfg.precision
     legacy = bool(cfg.engine.get("legacy_calibrator"))
+    cache = cfg.calibration_cache
     if precision == "int8" and not legacy:
         final = _calibrate(cfg, backend, fp32, work / "int8", report)
         stages.append("calibrate")
+    elif legacy and cache is None:  # implicit INT8: our ranges as caches for the fp32 graphs
+        from tgir.export.engine import tensorrt_version
+
+        cache = str(_calibrate(cfg, backend, fp32, work / "calibration", report, tensorrt_version()))
+        stages.append("calibrate (caches)")
     elif precision == "fp16":
         from tgir.calib.fp16 import fp16_from_bundle
 
@@ -224,12 +231,13 @@ def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tup
         final = work / "fp16"
         stages.append("fp16")
     report("build", 0, 1)
-    _build_backend(cfg, backend, final)
+    _build_backend(dataclasses.replace(cfg, calibration_cache=cache), backend, final)
     report("build", 1, 1)
     return final, [*stages, f"build ({backend})"]
 
 
-def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Progress) -> Path:
+def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Progress,
+               cache_version: str | None = None) -> Path:
     from tgir.calib.data import CalibData
     from tgir.calib.qdq import QuantConfig
     from tgir.export.quantize import quantized_from_bundle
@@ -248,7 +256,8 @@ def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Pr
     quantized_from_bundle(fp32, out, CalibData(c.dataset, data, samples=c.samples, seed=c.seed),
                           QuantConfig(flavour=flavour, method=c.method, percentile=c.percentile,
                                       keep_sensitive=c.keep_sensitive),
-                          cfg.checkpoint, progress=lambda s, d, n: report(s.replace("exporting", "export int8"), d, n))
+                          cfg.checkpoint, progress=lambda s, d, n: report(s.replace("exporting", "export int8"), d, n),
+                          **({"cache_version": cache_version} if cache_version else {}))
     if c.data is None:
         manifest = Manifest.load(out)
         manifest.build["quantization"]["dataset"] = f"generated css2d (seed {1000 + c.seed})"

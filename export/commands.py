@@ -99,14 +99,18 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
                    "(the router's gate logits).")
 @click.option("--keep-sensitive", default=0, show_default=True, metavar="N",
               help="Also leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
+@click.option("--cache-trt-version", default="10.3.0", show_default=True, metavar="X.Y.Z",
+              help="TensorRT version the per-graph calibration caches (for the fp32 graphs' implicit INT8 path, "
+                   "TensorRT 8.5-10.x) are written for; JetPack 5.1 is 8.5.2, JetPack 6.1/6.2 10.3.0.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="INT8 bundle directory.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, int8_lstm, keep,
-                      keep_sensitive, checkpoint, out_dir, overwrite, as_json) -> None:
+                      keep_sensitive, cache_trt_version, checkpoint, out_dir, overwrite, as_json) -> None:
     """Calibrate an fp32 bundle's model on real samples and write an INT8 Q/DQ bundle (Q/DQ inside
     the experts' If branches too), then check it."""
+    from tgir.calib.cache import version_number
     from tgir.calib.data import CalibData
     from tgir.calib.qdq import QuantConfig
     from tgir.export.check import check_graphs, require_ok
@@ -115,7 +119,9 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
     cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
     qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, int8_lstm=int8_lstm,
                        keep_sensitive=keep_sensitive, **({"keep": keep} if keep else {}))
-    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter())
+    version_number(cache_trt_version)  # a bad version fails before minutes of calibration
+    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter(),
+                                        cache_version=cache_trt_version)
     report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
     require_ok(report, out_dir)
     result = {"out": out_dir, "precision": manifest.precision, "quantization": manifest.build["quantization"],
@@ -225,8 +231,9 @@ def _stage_reporter():
 @click.option("--dla-core", type=int, help="Jetson: build for this DLA core (GPU fallback for other layers).")
 @click.option("--legacy-calibrator", is_flag=True, help="TensorRT 8.5-10.x: implicit INT8 from a calibration "
               "cache instead of Q/DQ graphs (removed in TensorRT 11).")
-@click.option("--calibration-cache", type=click.Path(dir_okay=False), help="TensorRT calibration cache for "
-              "--legacy-calibrator.")
+@click.option("--calibration-cache", type=click.Path(), help="With --legacy-calibrator: a TensorRT calibration "
+              "cache for every graph, or a folder of per-graph caches (an INT8 bundle from tgir-export calibrate). "
+              "Default: calibrate here and use its caches.")
 @click.option("--builder-optimization-level", type=click.IntRange(0, 5), help="TensorRT builder effort (default 3).")
 @click.option("--static-batch", is_flag=True, help="TensorRT: one fixed batch (the max) instead of a range.")
 @click.option("--gpu-fallback/--no-gpu-fallback", default=True, show_default=True,

@@ -15,13 +15,14 @@ ONNX and calibration hashes) go into ``manifest.build["tensorrt"]``; runners che
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tgir.calib.cache import read_calibration_cache, version_number
+from tgir.calib.cache import CACHE_SUFFIX, read_calibration_cache, version_number
 from tgir.runtime.engine_facts import parse_version
 from tgir.runtime.trt import device_facts, make_logger, select_device, tensorrt_module
 
@@ -227,7 +228,7 @@ def _profile_shapes(graph: str, spec: dict, static_batch: bool) -> dict[str, tup
     return out
 
 
-def calibration_cache_bytes(path: str | Path, trt_version: str) -> bytes:
+def calibration_cache_bytes(path: str | Path, trt_version: str, allow_empty: bool = False) -> bytes:
     """A calibration cache's bytes, once checked to be one this TensorRT's entropy calibrator reads.
 
     Raises:
@@ -237,10 +238,31 @@ def calibration_cache_bytes(path: str | Path, trt_version: str) -> bytes:
     if number != version_number(trt_version):
         raise TgirUserError(f"{path}: calibration cache written for TensorRT version number {number}; this is "
                             f"{trt_version} ({version_number(trt_version)}); write it again for this version")
-    if algorithm != CALIBRATION_ALGORITHM or not amax:
-        raise TgirUserError(f"{path}: needs a non-empty {CALIBRATION_ALGORITHM} cache, got {algorithm} "
-                            f"with {len(amax)} tensors")
+    if algorithm != CALIBRATION_ALGORITHM:
+        raise TgirUserError(f"{path}: needs an {CALIBRATION_ALGORITHM} cache, got {algorithm}")
+    if not amax and not allow_empty:
+        raise TgirUserError(f"{path}: the calibration cache has no tensors")
     return Path(path).read_bytes()
+
+
+def graph_cache(calibration_cache: str | Path, graph: str) -> tuple[Path, bool]:
+    """The cache one graph builds with: ``calibration_cache`` itself (one file for every graph), or
+    ``<folder>/<graph>.calibration.cache`` in a folder of per-graph caches (what ``tgir-export
+    calibrate`` writes: tensor names differ between graphs). The flag says whether an empty cache
+    is acceptable (a per-graph cache of a graph with nothing to quantize)."""
+    path = Path(calibration_cache)
+    if not path.is_dir():
+        return path, False
+    own = path / f"{graph}{CACHE_SUFFIX}"
+    if not own.is_file():
+        raise TgirUserError(f"{path}: no calibration cache for the {graph} graph ({own.name}); calibrate the "
+                            "bundle again (tgir-export calibrate writes one per graph)")
+    return own, True
+
+
+def calibration_digest(calibration_cache: str | Path, graphs) -> str:
+    """One hash over the caches every graph builds with (engine facts, stale detection)."""
+    return hashlib.sha256("".join(sha256(graph_cache(calibration_cache, g)[0]) for g in graphs).encode()).hexdigest()
 
 
 def _cache_calibrator(trt, cache: bytes):
@@ -350,7 +372,8 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path, graph_spec: di
     plan = build_plan(trt.__version__, precision, cfg)
     if plan.calibrator != (calibration_cache is not None):
         raise TgirUserError("a calibration cache goes with --legacy-calibrator, and only with it")
-    cache = calibration_cache_bytes(calibration_cache, trt.__version__) if plan.calibrator else None
+    cache_path, allow_empty = graph_cache(calibration_cache, Path(onnx_path).stem) if plan.calibrator else (None, False)
+    cache = calibration_cache_bytes(cache_path, trt.__version__, allow_empty) if plan.calibrator else None
     profile = _profile_shapes(Path(onnx_path).stem, graph_spec, plan.static_batch)
     select_device(cfg.device)
     logger = make_logger(trt, log)
@@ -367,7 +390,7 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path, graph_spec: di
         _write_atomic(Path(cfg.timing_cache), config.get_timing_cache().serialize())
     del calibrator, parser  # held until here: TensorRT calls them during the build
     return {"plan": plan.to_dict(), "profile": {k: [list(s) for s in v] for k, v in profile.items()},
-            "onnx_sha256": sha256(onnx_path), "calibration_sha256": sha256(calibration_cache) if cache else None,
+            "onnx_sha256": sha256(onnx_path), "calibration_sha256": sha256(cache_path) if cache else None,
             "bytes": Path(out_path).stat().st_size, "seconds": round(time.monotonic() - start, 2)}
 
 
@@ -434,7 +457,8 @@ def engines_from_bundle(bundle_dir: str | Path, cfg: EngineConfig = EngineConfig
     if plan.calibrator != (calibration_cache is not None):
         raise TgirUserError("--legacy-calibrator needs --calibration-cache, and a calibration cache is used only "
                             "with --legacy-calibrator")
-    wanted = _wanted_facts(manifest, folder, version, plan, cfg, sha256(calibration_cache) if plan.calibrator else None)
+    wanted = _wanted_facts(manifest, folder, version, plan, cfg,
+                           calibration_digest(calibration_cache, manifest.graphs) if plan.calibrator else None)
     if not force and not reuse_blockers(manifest, wanted):
         return {**manifest.build["tensorrt"], "built": [], "reused": list(manifest.graphs)}
     lines: list[str] = []

@@ -6,22 +6,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tgir.calib.cache import CACHE_SUFFIX, cache_entries, write_calibration_cache
 from tgir.calib.data import CalibData, bundle_inputs, calibration_batches
 from tgir.calib.lstm import quantize_lstm_weights
-from tgir.calib.qdq import QuantConfig, quantize_model
+from tgir.calib.qdq import QuantConfig, QuantInput, quantize_model
 from tgir.export.onnx import OnnxConfig, onnx_from_model
 
 from tgir.manifest import Manifest, sha256
 from tgir.training.checkpoint import model_for_bundle
 
+DEFAULT_CACHE_VERSION = "10.3.0"  # JetPack 6.1/6.2: the newest TensorRT that still reads calibration caches
+
 
 def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibData, cfg: QuantConfig,
                           checkpoint: str | Path | None = None, overwrite: bool = False,
-                          progress: Callable[[str, int, int], None] | None = None) -> tuple[Manifest, dict]:
+                          progress: Callable[[str, int, int], None] | None = None,
+                          cache_version: str = DEFAULT_CACHE_VERSION) -> tuple[Manifest, dict]:
     """Calibrate the fp32 ``bundle``'s model on ``data`` and write an INT8 Q/DQ bundle to ``out_dir``.
+
+    The new bundle also holds one TensorRT calibration cache per graph (``<graph>.calibration.cache``)
+    from the same ranges, keyed by the tensor names of the *fp32* bundle's graphs: the implicit-INT8
+    path (TensorRT 8.5-10.x, ``build-engine --legacy-calibrator``) builds those with it.
 
     Args:
         checkpoint: The bundle's source checkpoint (default: the one its manifest names).
+        cache_version: TensorRT version the caches are written for (their header must match it).
 
     Returns:
         The new manifest and the calibrated ranges (module name -> ``Range``).
@@ -48,7 +57,31 @@ def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibDa
     new = onnx_from_model(model, vocab, out_dir, onnx_cfg, overwrite,
                           progress=lambda g: progress and progress(f"exporting {g}", 0, 0), source=source,
                           precision="int8", build=facts, rewrite=_lstm_rewrite(cfg))
+    _write_caches(Path(out_dir), new, Path(bundle), manifest, model, ranges, cache_version)
     return new, ranges
+
+
+def _write_caches(out: Path, new: Manifest, source: Path, source_manifest: Manifest, model, ranges: dict,
+                  version: str) -> None:
+    """One calibration cache per graph, keyed by the fp32 source graphs' tensors; listed in the manifest."""
+    import onnx
+
+    quantized = [m for m in model.modules() if isinstance(m, QuantInput) and m.mode == "quant"]
+    weights = {m.name: m.inner.weight.detach().float().numpy() for m in quantized}
+    amax = {m.name: ranges[m.name].amax for m in quantized}
+    caches, unmatched = {}, set(weights)
+    for graph, spec in source_manifest.graphs.items():
+        entries, missed = cache_entries(onnx.load(source / spec["file"]), weights, amax)
+        unmatched &= set(missed)
+        name = f"{graph}{CACHE_SUFFIX}"
+        write_calibration_cache(out / name, entries, tensorrt=version, allow_empty=True)
+        new.files[name] = ""
+        caches[graph] = {"file": name, "tensors": len(entries)}
+    new.build["quantization"]["calibration_caches"] = {
+        "tensorrt": version, "graphs": caches, "keyed_by": "tensor names of the fp32 source bundle's graphs",
+        "source_graphs_sha256": {g: source_manifest.files.get(s["file"]) for g, s in source_manifest.graphs.items()},
+        "modules_without_a_tensor": sorted(unmatched)}
+    new.save(out)
 
 
 def _lstm_rewrite(cfg: QuantConfig) -> Callable[[str, Path], None] | None:

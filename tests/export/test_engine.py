@@ -672,6 +672,26 @@ def test_legacy_calibrator_and_timing_cache(fake_gpu, tmp_path, tiny):
         engines_from_bundle(folder, cfg, calibration_cache=cache, force=True)
 
 
+def test_per_graph_calibration_caches(fake_gpu, tmp_path, tiny):
+    """A folder of <graph>.calibration.cache files (what tgir-export calibrate writes): each graph
+    builds with its own, an empty one included; a graph without one is refused."""
+    trt = fake_gpu("10.3.0.26")
+    folder = _fake_bundle(tmp_path, tiny)
+    graphs = list(Manifest.load(folder).graphs)
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    for n, graph in enumerate(graphs):
+        write_calibration_cache(caches / f"{graph}.calibration.cache", {"images": 1.0 + n} if n else {},
+                                tensorrt="10.3.0", allow_empty=True)
+    facts = engines_from_bundle(folder, EngineConfig(legacy_calibrator=True), calibration_cache=caches)
+    assert [r["calibration_cache"] for r in trt.records[:len(graphs)]] == [
+        (caches / f"{g}.calibration.cache").read_bytes() for g in graphs]
+    assert facts["calibration_sha256"] and facts["built"] == graphs
+    (caches / f"{graphs[-1]}.calibration.cache").unlink()
+    with pytest.raises(TgirUserError, match=f"no calibration cache for the {graphs[-1]} graph"):
+        engines_from_bundle(folder, EngineConfig(legacy_calibrator=True), calibration_cache=caches, force=True)
+
+
 def test_graph_inputs_must_match_the_manifest(fake_gpu, tmp_path, tiny):
     fake_gpu("10.3.0.26")
     folder = _fake_bundle(tmp_path, tiny)

@@ -49,6 +49,29 @@ def test_quantized_bundle(fp32_bundle, tmp_path, tiny_css2d, flavour):
     np.testing.assert_allclose(np.linalg.norm(gallery, axis=1), 1.0, atol=1e-4)
     with pytest.raises(TgirUserError, match="already int8"):
         quantized_from_bundle(tmp_path / flavour, tmp_path / "again", data, QuantConfig())
+    if flavour == "tensorrt":
+        _check_caches(fp32_bundle, tmp_path / flavour, ranges)
+
+
+def _check_caches(fp32_bundle, bundle, ranges):
+    """One TensorRT calibration cache per graph, keyed by the fp32 graphs' tensors (inside If bodies
+    too), each entry the amax of the calibrated module that reads the tensor."""
+    from tgir.calib.cache import read_calibration_cache
+
+    facts = Manifest.load(bundle).build["quantization"]["calibration_caches"]  # checksums verified by load
+    assert facts["tensorrt"] == "10.3.0" and facts["modules_without_a_tensor"] == []
+    composer = onnx.load(str(fp32_bundle / "composer.onnx"))
+    bodies = {t for node in composer.graph.node if node.op_type == "If" for a in node.attribute
+              for n in a.g.node for t in n.input}
+    for graph, entry in facts["graphs"].items():
+        number, algorithm, amax = read_calibration_cache(bundle / entry["file"])
+        assert (number, algorithm, len(amax)) == (100300, "EntropyCalibration2", entry["tensors"])
+        if graph == "composer":
+            assert bodies & set(amax)  # the experts' MatMul inputs inside the If branches
+        if graph == "image_encoder":  # the first conv reads the image itself: its module's range
+            assert any(amax["images"] == pytest.approx(r.amax, rel=1e-6) for r in ranges.values())
+        assert all(v > 0 for v in amax.values())
+    assert facts["graphs"]["image_encoder"]["tensors"] > 10 and facts["graphs"]["composer"]["tensors"] > 5
 
 
 def test_int8_lstm_weights_on_the_shipped_text_graph(shipped_amc_bundle, tmp_path):

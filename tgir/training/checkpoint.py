@@ -137,8 +137,9 @@ def model_for_bundle(manifest: Manifest, folder: str | Path, checkpoint: str | P
     if router and model.config.family == "amc":  # the settings the exporter wrote into the config
         model.set_router(tau=router["tau"], conditional=router["form"] == "if")
     if model.config.digest() != manifest.model["config_digest"]:
-        raise TgirUserError(f"{checkpoint}: its model config differs from the one {folder} was exported from "
-                            f"(a {model.config.family} model; the bundle holds {manifest.model['family']})")
+        raise TgirUserError(f"{checkpoint}: its model config (digest {model.config.digest()}) differs from the one "
+                            f"{folder} was exported from ({manifest.model['config_digest']}): another checkpoint, or "
+                            "a bundle from another tgir version; export the bundle again from this checkpoint")
     if router and reference:
         model.set_router(always_run=False, conditional=False)
     return model.eval()

@@ -18,11 +18,6 @@ def preset(family: str, dataset: str = "css2d") -> ModelConfig:
 
     CSS-style data is 64 px: it is upsampled to 128 px so the stride-32 level is a 4x4 token grid
     (CSS's 3x3 layout needs at least that). Natural-image datasets use 224 px.
-
-    AMC on synthetic data adds each routed layer's input to its output (``router.residual``): on
-    CSS-2D the paper's form (the gated sum of layer-normalised experts alone) trailed TIRG by 7-14
-    R@1, and the residual gained 11 hold-out R@1 at equal epochs (benchmarks/RESULTS.md, "AMC
-    composition probes"). Natural-image datasets keep the paper's form.
     """
     if family not in FAMILIES:
         raise unknown_choice("model", family, FAMILIES)
@@ -30,7 +25,7 @@ def preset(family: str, dataset: str = "css2d") -> ModelConfig:
     size = 128 if synthetic else 224
     if family == "amc":
         return ModelConfig("amc", size, 512, BackboneConfig(levels=(32,)), TextConfig(word_dim=300, hidden=512),
-                           RouterConfig(residual=synthetic))
+                           RouterConfig())
     if family == "itma":
         combiner = (CombinerConfig(blocks=1, ffn=256, identity_softmax=True) if synthetic
                     else CombinerConfig(blocks=2, ffn=128))

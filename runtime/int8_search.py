@@ -72,23 +72,28 @@ class Int8Search:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(indices [Q, k], scores [Q, k])`` of ``queries`` ``[Q, D]``, as ``exact_search``."""
         queries = np.ascontiguousarray(queries, np.float32)
-        peak = np.abs(queries).max(axis=1)  # [Q]
-        qscale = np.where(peak > 0, peak / QUERY_LEVELS, 1.0).astype(np.float32)
-        steps = np.clip(np.rint(queries / qscale[:, None]), -QUERY_LEVELS, QUERY_LEVELS)  # [Q, D]
+        # |q / qscale| <= 127 by construction, so rounding alone lands in [-127, 127]
+        qscale = (np.maximum(np.abs(queries).max(axis=1), 1e-30) / QUERY_LEVELS).astype(np.float32)  # [Q]
+        steps = np.rint(queries / qscale[:, None])  # [Q, D]
         qhat = steps * qscale[:, None]
-        q_err = np.linalg.norm(queries - qhat, axis=1)  # [Q]
-        q_norm = np.linalg.norm(qhat, axis=1)  # [Q]
+        q_err = np.sqrt(np.square(queries - qhat).sum(axis=1, dtype=np.float32))  # [Q]
+        q_norm = np.sqrt(np.square(qhat).sum(axis=1, dtype=np.float32))  # [Q]
         (acc,) = self.session.run(None, {"query": (steps + QUERY_ZERO).astype(np.uint8)})  # [Q, G] int32
+        approx = acc.astype(np.float32)  # float32 throughout: these arrays are the per-query cost
+        approx *= self.scale
+        approx *= qscale[:, None]  # [Q, G] quantized scores
         n = self.gallery.shape[0]
         indices = np.empty((len(queries), k), np.int64)
         top = np.empty((len(queries), k), np.float32)
         self.stats = SearchStats(queries=len(queries))
+        bound = np.empty(n, np.float32)
         for row in range(len(queries)):
-            approx = acc[row] * (self.scale * qscale[row])  # [G]
-            bound = q_err[row] * self.norm + q_norm[row] * self.error + SLACK  # [G]
-            lower = approx - bound
-            floor = np.partition(lower, n - k)[n - k] if k < n else -np.inf
-            cand = np.flatnonzero(approx + bound >= floor)  # every row that could be in the top k
+            np.multiply(self.norm, q_err[row], out=bound)
+            bound += self.error * q_norm[row]
+            bound += SLACK  # [G]: |exact - approx| <= bound
+            floor = np.partition(approx[row] - bound, n - k)[n - k] if k < n else -np.inf
+            bound += approx[row]  # now the upper bound of each row's exact score
+            cand = np.flatnonzero(bound >= floor)  # every row that could be in the top k
             exact = self.gallery[cand] @ queries[row]  # [C]
             best = np.lexsort((cand, -exact))[:k]
             indices[row], top[row] = cand[best], exact[best]

@@ -95,8 +95,9 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
               help="LSTM weights in int8 (ONNX Runtime's DynamicQuantizeLSTM). Default: int8 for the cpu flavour, "
                    "float for tensorrt (which cannot run that op).")
 @click.option("--keep", multiple=True, metavar="PATTERN",
-              help="Module names (fnmatch) left in floating point; repeatable. Default: *router.net.3 "
-                   "(the router's gate logits).")
+              help="Module names (fnmatch) left in floating point; repeatable; replaces the default: "
+                   "*router.net.3 (the router's gate logits), *backbone._conv_stem and *backbone.conv1 "
+                   "(the image trunk's stem).")
 @click.option("--keep-sensitive", default=0, show_default=True, metavar="N",
               help="Also leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
 @click.option("--cache-trt-version", default="10.3.0", show_default=True, metavar="X.Y.Z",

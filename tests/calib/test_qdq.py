@@ -46,6 +46,7 @@ def test_qdq_inside_if_branches_runs_on_ort(tiny, tmp_path, flavour, tau):
     wrappers = prepare(model, QuantConfig(flavour=flavour, method="max"))
     names = {w.name for w in wrappers}
     assert not any(n.endswith("router.net.3") for n in names)  # the gate logits stay float by default
+    assert "backbone.conv1" not in names and "backbone.layer1.0.conv1" in names  # so does the stem alone
     assert any(n.endswith("router.net.0") for n in names)
     ranges = calibrate(model, wrappers, _batches(), QuantConfig(flavour=flavour, method="max"), _forward)
     assert {n for w in wrappers for n in w.observed()} == set(ranges)

@@ -101,8 +101,8 @@ class GalleryIndex:
             method: One of ``SEARCH_METHODS``; all return the same entries (see the module doc).
 
         Raises:
-            TgirUserError: k outside 1..len(index), queries of another dimension, an unknown method,
-                or a method whose package is missing.
+            TgirUserError: k outside 1..len(index), queries of another dimension or not finite, an
+                unknown method, or a method whose package is missing.
         """
         if method not in SEARCH_METHODS:
             raise unknown_choice("search method", method, SEARCH_METHODS)
@@ -111,6 +111,8 @@ class GalleryIndex:
             raise TgirUserError(f"k must be between 1 and the gallery size {len(self)}, got {k}")
         if queries.shape[1] != self.embeddings.shape[1]:
             raise TgirUserError(f"queries have dimension {queries.shape[1]}, the index {self.embeddings.shape[1]}")
+        if not np.isfinite(queries).all():
+            raise TgirUserError("queries contain NaN or infinite values; they cannot be ranked")
         if method == "faiss":
             indices, scores = self._faiss_search(queries, k)
         elif method == "int8":

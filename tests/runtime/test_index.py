@@ -100,6 +100,9 @@ def test_bad_k_and_dimension():
             index.search(_unit(1, 4, 1), k)
     with pytest.raises(TgirUserError, match="dimension 3, the index 4"):
         index.search(_unit(1, 3, 1), 2)
+    for method in ("exact", "int8"):
+        with pytest.raises(TgirUserError, match="NaN or infinite"):
+            index.search(np.full((1, 4), np.nan, np.float32), 2, method)
 
 
 def test_build_resumes_and_round_trips(tmp_path, monkeypatch):

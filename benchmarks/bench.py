@@ -54,6 +54,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tgir.runtime.index import SEARCH_METHODS
+
 from tgir.errors import TgirUserError, unknown_choice
 
 SCHEMA = "tgir-bench/1"
@@ -71,8 +73,7 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "c": {"device": None, "threads": None, "engine": ("auto", "aoti", "tensorrt"), "library": ()},
     "tensorrt": {"device": None},
 }
-# every backend also takes search=exact|faiss|int8 (tgir.runtime.index.SEARCH_METHODS)
-COMMON_OPTIONS: dict[str, tuple[str, ...] | None] = {"search": ("exact", "faiss", "int8")}
+COMMON_OPTIONS: dict[str, tuple[str, ...] | None] = {"search": SEARCH_METHODS}  # every backend takes these
 PRESETS = {
     "cpu": ("torch", "onnxruntime", "c"),
     "gpu": ("torch,device=cuda", "torch-compile,device=cuda", "onnxruntime,provider=cuda", "c,device=cuda",
@@ -160,8 +161,8 @@ class BenchConfig:
         if self.k > self.gallery or (self.search_sizes and self.k > min(self.search_sizes)):
             raise TgirUserError(f"-k {self.k} exceeds a gallery size ({self.gallery}, search sizes "
                                 f"{list(self.search_sizes)})")
-        if self.search not in COMMON_OPTIONS["search"]:
-            raise unknown_choice("search method", self.search, COMMON_OPTIONS["search"])
+        if self.search not in SEARCH_METHODS:
+            raise unknown_choice("search method", self.search, SEARCH_METHODS)
         if self.baseline is not None and self.baseline not in labels:
             raise unknown_choice("baseline target", self.baseline, labels)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from tgir.errors import TgirUserError
 
+DEFAULT_CACHE_VERSION = "10.3.0"  # JetPack 6.1/6.2: the newest TensorRT that still reads calibration caches
 CACHE_SUFFIX = ".calibration.cache"  # <graph>.calibration.cache: one cache per graph of a bundle
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 _HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
@@ -54,7 +55,7 @@ def decode_scale(text: str) -> float:
     return struct.unpack(">f", bytes.fromhex(text.zfill(8)))[0] * 127.0
 
 
-def write_calibration_cache(path: str | Path, amax: dict[str, float], tensorrt: str = "10.3.0",
+def write_calibration_cache(path: str | Path, amax: dict[str, float], tensorrt: str = DEFAULT_CACHE_VERSION,
                             algorithm: str = "EntropyCalibration2", allow_empty: bool = False) -> Path:
     """Write ``amax`` (tensor name -> symmetric bound) as a cache for ``tensorrt``'s calibrator;
     ``allow_empty`` for a graph with nothing to quantize (TensorRT then keeps it in float)."""

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tgir.calib.cache import DEFAULT_CACHE_VERSION
 from tgir.export.onnx import OnnxConfig
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
@@ -237,7 +238,7 @@ def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tup
 
 
 def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Progress,
-               cache_version: str | None = None) -> Path:
+               cache_version: str = DEFAULT_CACHE_VERSION) -> Path:
     from tgir.calib.data import CalibData
     from tgir.calib.qdq import QuantConfig
     from tgir.export.quantize import quantized_from_bundle
@@ -257,7 +258,7 @@ def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Pr
                           QuantConfig(flavour=flavour, method=c.method, percentile=c.percentile,
                                       keep_sensitive=c.keep_sensitive),
                           cfg.checkpoint, progress=lambda s, d, n: report(s.replace("exporting", "export int8"), d, n),
-                          **({"cache_version": cache_version} if cache_version else {}))
+                          cache_version=cache_version)
     if c.data is None:
         manifest = Manifest.load(out)
         manifest.build["quantization"]["dataset"] = f"generated css2d (seed {1000 + c.seed})"

@@ -6,6 +6,7 @@ import json
 import sys
 
 import click
+from tgir.calib.cache import DEFAULT_CACHE_VERSION
 
 from tgir.data.registry import DATASETS
 
@@ -100,7 +101,7 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
                    "(the image trunk's stem).")
 @click.option("--keep-sensitive", default=0, show_default=True, metavar="N",
               help="Also leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
-@click.option("--cache-trt-version", default="10.3.0", show_default=True, metavar="X.Y.Z",
+@click.option("--cache-trt-version", default=DEFAULT_CACHE_VERSION, show_default=True, metavar="X.Y.Z",
               help="TensorRT version the per-graph calibration caches (for the fp32 graphs' implicit INT8 path, "
                    "TensorRT 8.5-10.x) are written for; JetPack 5.1 is 8.5.2, JetPack 6.1/6.2 10.3.0.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")

@@ -372,8 +372,10 @@ def engine_from_onnx(onnx_path: str | Path, out_path: str | Path, graph_spec: di
     plan = build_plan(trt.__version__, precision, cfg)
     if plan.calibrator != (calibration_cache is not None):
         raise TgirUserError("a calibration cache goes with --legacy-calibrator, and only with it")
-    cache_path, allow_empty = graph_cache(calibration_cache, Path(onnx_path).stem) if plan.calibrator else (None, False)
-    cache = calibration_cache_bytes(cache_path, trt.__version__, allow_empty) if plan.calibrator else None
+    cache_path, cache = None, None
+    if plan.calibrator:
+        cache_path, allow_empty = graph_cache(calibration_cache, Path(onnx_path).stem)
+        cache = calibration_cache_bytes(cache_path, trt.__version__, allow_empty)
     profile = _profile_shapes(Path(onnx_path).stem, graph_spec, plan.static_batch)
     select_device(cfg.device)
     logger = make_logger(trt, log)

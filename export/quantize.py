@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tgir.calib.cache import CACHE_SUFFIX, cache_entries, write_calibration_cache
+from tgir.calib.cache import CACHE_SUFFIX, DEFAULT_CACHE_VERSION, cache_entries, write_calibration_cache
 from tgir.calib.data import CalibData, bundle_inputs, calibration_batches
 from tgir.calib.lstm import quantize_lstm_weights
 from tgir.calib.qdq import QuantConfig, QuantInput, quantize_model
@@ -14,8 +14,6 @@ from tgir.export.onnx import OnnxConfig, onnx_from_model
 
 from tgir.manifest import Manifest, sha256
 from tgir.training.checkpoint import model_for_bundle
-
-DEFAULT_CACHE_VERSION = "10.3.0"  # JetPack 6.1/6.2: the newest TensorRT that still reads calibration caches
 
 
 def quantized_from_bundle(bundle: str | Path, out_dir: str | Path, data: CalibData, cfg: QuantConfig,

@@ -10,6 +10,7 @@ import click
 
 from tgir.data.registry import DATASETS
 from tgir.errors import TgirUserError
+from tgir.runtime.index import SEARCH_METHODS
 
 TARGET_HELP = """\b
 Targets: --bundle DIR (repeatable) x --backend LIST, and/or --target SPEC (repeatable).
@@ -54,7 +55,7 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
 @click.option("--warmup", default=10, show_default=True, help="Untimed runs before them.")
 @click.option("--gallery", default=10_000, show_default=True, help="Synthetic gallery size for search.")
 @click.option("-k", "k", default=10, show_default=True, help="Results per query.")
-@click.option("--search", "method", type=click.Choice(("exact", "faiss", "int8")), default="exact", show_default=True,
+@click.option("--search", "method", type=click.Choice(SEARCH_METHODS), default="exact", show_default=True,
               help="Search method of every target (a target's search=... wins): numpy, FAISS flat, or int8 "
                    "scoring with an exact re-rank (same results).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads of every backend (0: its default).")

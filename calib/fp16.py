@@ -445,7 +445,7 @@ def _write_fp16(source: Path, manifest: Manifest, folder: Path, cfg: Fp16Config,
     for name in copied:
         shutil.copyfile(source / name, folder / name)
     settings = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}  # as JSON reads back
-    build = {k: v for k, v in manifest.build.items() if k not in ("tensorrt", "onnxruntime_optimized")}
+    build = {k: v for k, v in manifest.build.items() if k not in ("tensorrt", "onnxruntime_optimized", "fused")}
     build.update({"fp16": {"converter": "tgir.calib.fp16", "version": tgir.__version__, "onnx": onnx.__version__,
                            **settings, "graphs": facts},
                   "source_bundle_sha256": sha256(source / "manifest.json")})
@@ -458,11 +458,13 @@ def _write_fp16(source: Path, manifest: Manifest, folder: Path, cfg: Fp16Config,
 
 def _derived(manifest: Manifest) -> set[str]:
     """The graph files and what was built from them (TensorRT engines and log, ONNX Runtime's saved
-    optimised graphs, AOTInductor objects): none of it is copied, what was built belongs to the fp32 graphs."""
+    optimised graphs, fused graphs, AOTInductor objects): none of it is copied, what was built
+    belongs to the fp32 graphs."""
     made = {spec["file"] for spec in manifest.graphs.values()}
     made |= {name for name in manifest.files if name.startswith("aoti/")}
     made |= {spec["engine"] for spec in manifest.graphs.values() if "engine" in spec}
     made |= set(manifest.build.get("onnxruntime_optimized", {}).get("files", {}).values())
+    made |= {entry["file"] for entry in manifest.build.get("fused", {}).values()}
     return made | ({manifest.build["tensorrt"]["log"]} if "log" in manifest.build.get("tensorrt", {}) else set())
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ BACKENDS = ("auto", "tensorrt", "onnxruntime")
 METHODS = ("entropy", "percentile", "max")
 DEFAULT_CHECKPOINT = "amc_css2d.pt"
 Progress = Callable[[str, int, int], None]
+# Fused vs separate graphs, max abs on unit-norm queries: the same ops, maybe fused differently by
+# ONNX Runtime (measured 0 on the INT8 and FP32 AMC bundles).
+FUSED_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -269,8 +273,10 @@ def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Pr
 def _build_backend(cfg: BuildConfig, backend: str, bundle: Path) -> None:
     manifest = Manifest.load(bundle)
     if backend == "onnxruntime":
+        from tgir.export.fuse import query_graph_from_bundle
         from tgir.runtime.ort import OrtOptions, save_optimized
 
+        query_graph_from_bundle(bundle, manifest)
         save_optimized(bundle, manifest, OrtOptions(provider="cpu", threads=cfg.threads))
         manifest.backend = "onnxruntime"
         manifest.build["runner"] = {"threads": cfg.threads}
@@ -285,15 +291,26 @@ def _build_backend(cfg: BuildConfig, backend: str, bundle: Path) -> None:
 
 
 def _verify(bundle: Path, backend: str) -> dict:
-    """Open the finished bundle with its runner and embed one generated image and text."""
+    """Open the finished bundle with its runner and embed one generated image and text; a fused query
+    graph must give the separate graphs' answer."""
     import numpy as np
+    from tgir.runtime import UnknownWordsWarning
     from tgir.runtime import open as open_runner
 
     with open_runner(bundle, backend) as runner:
         side = runner.preprocess.size
-        pixels = np.zeros((1, 3, side, side), np.float32)
-        ids, lengths = runner.vocab.encode_batch(["make it red"], runner.text_length)
+        pixels = np.random.default_rng(0).uniform(-2, 2, (2, 3, side, side)).astype(np.float32)
+        texts = ["make it red", "remove the big circle"]
+        ids, lengths = runner.vocab.encode_batch(texts, runner.text_length)
         query = runner.compose(runner.encode_images(pixels, tokens=True)[1], ids, lengths)
+        with warnings.catch_warnings():  # a vocabulary without these words still verifies the graphs
+            warnings.simplefilter("ignore", UnknownWordsWarning)
+            fused = runner.encode_queries(pixels, texts) if runner.fused else query
     if not np.isfinite(query).all():
         raise TgirInternalError(f"{bundle}: the built bundle answers NaN; please report this with build_config.json")
-    return {"runner": backend, "query_dim": int(query.shape[1])}
+    gap = float(np.abs(fused - query).max())
+    if gap > FUSED_TOLERANCE:
+        raise TgirInternalError(f"{bundle}: the fused query graph differs from the separate graphs by {gap:.2e} "
+                                f"(> {FUSED_TOLERANCE}); please report this with build_config.json")
+    return {"runner": backend, "query_dim": int(query.shape[1]), "fused": sorted(runner.fused),
+            "fused_max_abs": gap}

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tgir.data.images import Preprocess, load_image
 from tgir.errors import TgirUserError
-from tgir.manifest import Manifest
+from tgir.manifest import FUSED_QUERY, Manifest
 from tgir.vocab import UNK, Vocabulary
 
 ImageLike = str | Path | Image.Image
@@ -41,6 +41,8 @@ class Runner:
         backend: Name of the backend (``"onnxruntime"``, ``"tensorrt"``, ``"torch"``, ``"c"``).
         max_batch: Largest batch one graph call takes (the manifest's batch range).
         index: The gallery index ``search`` uses (``attach``), or None.
+        fused: Fused entry points this backend runs (``build["fused"]`` entries it opened, e.g.
+            ``query_encoder``: a whole query in one graph call); empty for most backends.
     """
 
     backend = "base"
@@ -56,6 +58,7 @@ class Runner:
         self.graphs = self.manifest.graphs
         self.max_batch = int(self.graphs["image_encoder"]["dynamic"]["batch"][2])
         self.index = None
+        self.fused: dict[str, dict] = {}
 
     # -- backend hooks -------------------------------------------------------------------------
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -78,9 +81,9 @@ class Runner:
         Raises:
             TgirUserError: Unknown graph, missing or extra inputs, wrong dtype, rank or size.
         """
-        spec = self.graphs.get(graph)
+        spec = self.graphs.get(graph) or self.fused.get(graph)
         if spec is None:
-            raise TgirUserError(f"unknown graph {graph!r}; this bundle has {', '.join(self.graphs)}")
+            raise TgirUserError(f"unknown graph {graph!r}; this bundle has {', '.join([*self.graphs, *self.fused])}")
         names = [t["name"] for t in spec["inputs"]]
         if set(feeds) != set(names):
             raise TgirUserError(f"{graph}: inputs are {names}, got {sorted(feeds)}")
@@ -134,7 +137,23 @@ class Runner:
         if len(images) != len(texts):
             raise TgirUserError(f"{len(images)} reference images but {len(texts)} texts; give one text per image")
         ids, lengths = self.tokenize(texts)
+        if FUSED_QUERY in self.fused:
+            return self._fused_queries(images, ids, lengths, progress)
         return self.compose(self.encode_images(images, tokens=True)[1], ids, lengths, progress)
+
+    def _fused_queries(self, images: np.ndarray | Sequence[ImageLike], ids: np.ndarray, lengths: np.ndarray,
+                       progress: Progress | None) -> np.ndarray:
+        """``encode_queries`` through the fused ``query_encoder`` graph: one call per batch."""
+        names = [t["name"] for t in self.fused[FUSED_QUERY]["inputs"]]
+        queries = []
+        steps = range(0, len(ids), self.max_batch)
+        for n, start in enumerate(steps, 1):
+            part = slice(start, start + self.max_batch)
+            feeds = {"images": self.pixels(images[part]), "ids": ids[part], "lengths": lengths[part]}
+            queries.append(self.run(FUSED_QUERY, {k: feeds[k] for k in names})["query"])
+            if progress:
+                progress(n, len(steps))
+        return _cat(queries, self._dim("composer", "query"))
 
     def compose(self, tokens: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
                 progress: Progress | None = None) -> np.ndarray:

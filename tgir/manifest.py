@@ -24,6 +24,8 @@ from tgir.models.config import ModelConfig
 SCHEMA = "tgir-bundle"
 SCHEMA_VERSION = 2  # 2: contract_sha256
 GRAPHS = ("image_encoder", "text_encoder", "composer")
+# Optional fused entry point (``build["fused"]``): images, ids, lengths -> query in one graph.
+FUSED_QUERY = "query_encoder"
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 Dim = int | str  # a fixed size or the name of a dynamic axis

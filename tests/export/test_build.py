@@ -27,7 +27,9 @@ def test_builds_an_int8_onnxruntime_bundle(built, tiny_amc_bundle, tiny_css2d, c
     m = Manifest.load(out)
     assert (m.precision, m.backend) == ("int8", "onnxruntime")
     assert m.build["quantization"]["flavour"] == "cpu"  # ONNX Runtime CPU: uint8 activations
-    assert set(m.build["onnxruntime_optimized"]["files"]) == {"image_encoder", "text_encoder", "composer"}
+    assert set(m.build["onnxruntime_optimized"]["files"]) == {"image_encoder", "text_encoder", "composer",
+                                                              "query_encoder"}
+    assert m.build["fused"]["query_encoder"]["file"] == "query_encoder.onnx"  # one call per query
     recipe = json.loads((out / "build_config.json").read_text())
     assert recipe["calib"]["samples"] == 32 and recipe["onnx"]["max_batch"] == 8
     # the INT8 bundle answers close to the fp32 bundle it came from
@@ -36,6 +38,7 @@ def test_builds_an_int8_onnxruntime_bundle(built, tiny_amc_bundle, tiny_css2d, c
     split = load_split("css2d", str(tiny_css2d), "test")
     images, texts = [split.images[q.ref].path for q in split.queries[:8]], [q.text for q in split.queries[:8]]
     with tgir.runtime.open(out) as q8, tgir.runtime.open(tiny_amc_bundle) as f32:
+        assert q8.fused and not f32.fused
         cos = (q8.encode_queries(images, texts) * f32.encode_queries(images, texts)).sum(1)
     assert cos.min() > 0.9, cos
 

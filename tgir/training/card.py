@@ -13,7 +13,7 @@ import torch
 
 from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
-from tgir.training.checkpoint import model_from_checkpoint, save_checkpoint
+from tgir.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from tgir.training.embed import evaluate_models
 
 
@@ -69,9 +69,6 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     started = time.perf_counter()
     test = load_split(t.dataset, data or t.data, split, **t.options)
     result = evaluate_models([(model, ckpt.vocab)], test, device=device)
-    run_dir = Path(checkpoint).parent
-    lines = (run_dir / "command.txt").read_text().split("\n") if (run_dir / "command.txt").is_file() else []
-    command = " ; then ".join(line.strip() for line in lines if line.strip()) or None  # resumes follow the start
     unrecorded = f"{machine()} (read when shipping; the run did not record one)"
     card = {
         "name": name,
@@ -80,10 +77,10 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
         "family": model.config.family,
         "params": sum(p.numel() for p in model.parameters()),
         "config": run.to_dict(),
-        "training": {"command": command, "epochs": ckpt.state.get("epoch"), "steps": ckpt.state.get("step"),
-                     "wall_seconds": ckpt.state.get("train_seconds"),
+        "training": {"command": _run_command(checkpoint), "epochs": ckpt.state.get("epoch"),
+                     "steps": ckpt.state.get("step"), "wall_seconds": ckpt.state.get("train_seconds"),
                      "machine": ckpt.state.get("machine") or unrecorded, "best_val_R@1": ckpt.state.get("best"),
-                     "history": ckpt.state.get("history")},
+                     "history": ckpt.state.get("history"), **_fine_tuned_from(t.init)},
         "test": {"dataset": t.dataset, "split": split, **result},
         "measured_on": machine(),
         "measure_seconds": round(time.perf_counter() - started, 1),
@@ -95,8 +92,38 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     return card
 
 
+def _run_command(checkpoint: str | Path) -> str | None:
+    """The run's commands (``command.txt`` beside the checkpoint; resumes follow the start)."""
+    path = Path(checkpoint).parent / "command.txt"
+    lines = path.read_text().split("\n") if path.is_file() else []
+    return " ; then ".join(line.strip() for line in lines if line.strip()) or None
+
+
+def _fine_tuned_from(init: str) -> dict:
+    """For a ``--init`` run: the starting checkpoint's own training (command, epochs, wall time), so
+    the card accounts for the whole training and not only the fine-tune."""
+    if not init:
+        return {}
+    source = {"checkpoint": init}
+    if Path(init).is_file():
+        state = load_checkpoint(init).state
+        source.update(command=_run_command(init), epochs=state.get("epoch"), steps=state.get("step"),
+                      wall_seconds=state.get("train_seconds"), machine=state.get("machine"))
+    return {"fine_tuned_from": source}
+
+
 def _fmt(x) -> str:
     return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def _source_lines(training: dict) -> list[str]:
+    source = training.get("fine_tuned_from")
+    if not source:
+        return []
+    if "command" not in source:
+        return [f"- fine-tuned from: `{source['checkpoint']}` (no longer there; its training is not recorded)"]
+    return [f"- fine-tuned from: `{source['checkpoint']}`, itself trained {source['epochs']} epochs, {source['steps']} "
+            f"steps, {source['wall_seconds']} s on {source['machine']}: `{source['command']}`"]
 
 
 def markdown_card(card: dict) -> str:
@@ -109,7 +136,8 @@ def markdown_card(card: dict) -> str:
              f"- trained: {card['training']['epochs']} epochs, {card['training']['steps']} steps, "
              f"{card['training']['wall_seconds']} s on {card['training']['machine']}",
              f"- test recall measured on: {card['measured_on']}",
-             f"- command: `{card['training']['command']}`", f"- measured: {card['date']}", "",
+             f"- command: `{card['training']['command']}`", *_source_lines(card['training']),
+             f"- measured: {card['date']}", "",
              f"## {test['dataset']} {test['split']} ({test['queries']} queries)", "",
              "| | " + " | ".join(ks) + " |", "|---|" + "---|" * len(ks),
              "| overall | " + " | ".join(_fmt(test[k]) for k in ks) + " |"]

@@ -37,3 +37,21 @@ def test_ship_writes_weights_and_card(tiny, tiny_css2d, tmp_path, capsys):
     # The card's recall is that of the shipped weights, re-measured here.
     again = main(["eval", "--checkpoint", str(tmp_path / "trained" / "amc_tiny.pt"), "--json", "--device", "cpu"])
     assert again == 0 and json.loads(capsys.readouterr().out)["R@1"] == card["test"]["R@1"]
+
+
+def test_card_of_a_fine_tune_names_its_start(tiny, tiny_css2d, tmp_path, capsys):
+    train = TrainConfig(dataset="css2d", data=str(tiny_css2d), epochs=1, batch_size=8, val_fraction=0.2,
+                        device="cpu", max_steps=2)
+    Trainer(RunConfig(tiny("amc"), train), tmp_path / "dense").fit()
+    (tmp_path / "dense" / "command.txt").write_text("tgir train --model amc --out dense\n")
+    start = tmp_path / "dense" / "best.pt"
+    assert main(["train", "--init", str(start), "--out", str(tmp_path / "ft"), "--max-steps", "2",
+                 "--set", "model.router.sparsity_weight=0.05"]) == 0
+    assert main(["ship", "--checkpoint", str(tmp_path / "ft" / "best.pt"), "--name", "ft", "--out",
+                 str(tmp_path / "trained"), "--tau", "0.02", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    source = json.loads((tmp_path / "trained" / "ft.json").read_text())["training"]["fine_tuned_from"]
+    assert source["checkpoint"] == str(start) and source["command"] == "tgir train --model amc --out dense"
+    assert source["steps"] == 2 and source["wall_seconds"] > 0
+    md = (tmp_path / "trained" / "ft.md").read_text()
+    assert f"- fine-tuned from: `{start}`, itself trained 1 epochs, 2 steps" in md

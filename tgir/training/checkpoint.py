@@ -92,17 +92,20 @@ def build_for_loading(config: ModelConfig) -> RetrievalModel:
 
 
 def load_state(model: torch.nn.Module, state: dict, where: str) -> None:
-    """``load_state_dict`` with a one-line error naming missing, unexpected or misshapen tensors."""
+    """``load_state_dict`` with a one-line error naming missing, unexpected or misshapen tensors.
+
+    Modules' load hooks run first (e.g. CRN splits an older joint ``fuse.weight``), so names are
+    compared after them.
+    """
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    result = None if shapes else model.load_state_dict(state, strict=False)
+    missing, unexpected = (sorted(result.missing_keys), sorted(result.unexpected_keys)) if result else ([], [])
     if missing or unexpected or shapes:
         parts = [f"{name}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape differs", shapes))
                  if keys]
         raise TgirUserError(f"{where}: weights do not fit the model its config describes ({'; '.join(parts)})")
-    model.load_state_dict(state)
 
 
 def model_from_checkpoint(path: str | Path, use_ema: bool = True) -> tuple[RetrievalModel, Checkpoint]:

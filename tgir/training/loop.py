@@ -134,7 +134,12 @@ class Trainer:
             if self.ema is not None and ckpt.ema is not None:
                 load_state(self.ema.model, ckpt.ema, str(self.out / LAST))
             if ckpt.optimizer:
-                self.optimizer.load_state_dict(ckpt.optimizer)
+                try:
+                    self.optimizer.load_state_dict(ckpt.optimizer)
+                except ValueError:  # its parameters were laid out by an older model definition
+                    raise TgirUserError(f"{self.out / LAST}: its optimizer state does not fit this model's parameters "
+                                        "(saved by an older tgir); start a new run from its weights with "
+                                        f"--init {self.out / LAST} instead of --resume") from None
             state.update(ckpt.state)
         self.out.mkdir(parents=True, exist_ok=True)
         self.run.save(self.out / "run.json")

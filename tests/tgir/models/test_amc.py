@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tgir.errors import TgirUserError
 from tgir.models.amc import AMC, bsc_loss
 from tgir.models.base import batch_classification_loss, build_model, l2norm
 from tgir.models.config import RouterConfig
@@ -142,7 +143,9 @@ def test_training_steps_lower_the_loss(tiny):
     model = build_model(tiny("amc")).train()
     images, ids, lengths = _inputs(b=4)
     targets = torch.roll(images, 1, 0) * 0.5
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    # lr 3e-4: at 1e-3 Adam sometimes collapses this tiny model to chance (loss ln 4) on some seeds;
+    # at 3e-4 ten seeds out of ten end below 1% of the first loss.
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-4)
     losses = []
     for _ in range(40):
         loss = model.loss(images, ids, lengths, targets)["loss"]
@@ -162,3 +165,40 @@ def test_query_does_not_depend_on_batch_padding(tiny):
         for i in range(3):
             alone = model(images[i:i + 1], ids[i:i + 1, : lengths[i]], lengths[i:i + 1])
             assert torch.allclose(alone, batch[i:i + 1], atol=1e-5)
+
+
+def _joint_crn_reference(crn, joint_w, joint_b, x, s):
+    """CRN as defined before the split: ``fuse(cat[X, s])`` with one ``[D, 2D]`` weight."""
+    z = torch.nn.functional.linear(torch.cat([x, s[:, None].expand_as(x)], dim=-1), joint_w, joint_b)
+    a = crn._attention(crn.norm_z(z))
+    return layer_norm(a + crn.ffn(crn.norm_a(a)))
+
+
+def test_crn_loads_a_joint_fuse_weight_and_computes_the_same(tiny):
+    from tgir.training.checkpoint import load_state
+
+    torch.manual_seed(0)
+    cfg = tiny("amc")
+    model = build_model(cfg).eval()
+    d = cfg.embed_dim
+    old = {}  # the state dict as checkpoints before the split hold it
+    for k, v in model.state_dict().items():
+        if ".fuse_x." in k or ".fuse_s." in k:
+            continue
+        old[k] = v
+    joint = {}
+    for i in range(cfg.router.layers):
+        prefix = f"layers.{i}.experts.2.fuse."
+        joint[i] = (torch.randn(d, 2 * d) * 0.1, torch.randn(d) * 0.1)
+        old[prefix + "weight"], old[prefix + "bias"] = joint[i]
+    fresh = build_model(cfg).eval()
+    load_state(fresh, old, "old.pt")
+    crn = fresh.layers[0].experts[2]
+    assert torch.equal(crn.fuse_x.weight, joint[0][0][:, :d]) and torch.equal(crn.fuse_s.weight, joint[0][0][:, d:])
+    x, s = torch.randn(3, 5, d), torch.randn(3, d)
+    with torch.no_grad():
+        torch.testing.assert_close(crn(x, s), _joint_crn_reference(crn, *joint[0], x, s), atol=1e-5, rtol=0)
+    bad = {k: v for k, v in old.items() if k != "layers.1.experts.2.fuse.weight"}
+    with pytest.raises(TgirUserError, match=r"missing: layers\.1\.experts\.2\.fuse_s\.bias.*unexpected: "
+                                            r"layers\.1\.experts\.2\.fuse\.bias"):
+        load_state(build_model(cfg), bad, "bad.pt")

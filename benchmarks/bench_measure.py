@@ -14,6 +14,7 @@ calls of that run). GPU memory: PyTorch's allocator peak for PyTorch targets, el
 
 from __future__ import annotations
 
+import itertools
 import os
 import resource
 import subprocess
@@ -287,10 +288,23 @@ class _SplitRecorder:
 
 def _stage_calls(runner: Runner, images: list, refs: list, texts: list[str], queries: np.ndarray, batch: int,
                  search: Callable[[np.ndarray], object]) -> dict[str, Callable[[], object]]:
-    return {"image_encode": lambda: runner.encode_images(images[:batch]),
-            "query_compose": lambda: runner.encode_queries(refs[:batch], texts[:batch]),
-            "search": lambda: search(queries[:batch]),
-            "end_to_end": lambda: search(runner.encode_queries(refs[:batch], texts[:batch]))}
+    """One callable per stage. Successive calls take successive batches of the inputs (cycling), so
+    a batch-1 figure is over a mix of queries: AMC's conditional experts run for some and not others,
+    and one fixed query would time one routing only."""
+    starts = {stage: itertools.cycle(range(0, max(len(refs) - batch, 0) + 1, batch)) for stage in STAGES}
+
+    def part(stage: str, items):
+        start = next(starts[stage])
+        return items[start:start + batch]
+
+    def query(stage: str) -> np.ndarray:
+        start = next(starts[stage])
+        return runner.encode_queries(refs[start:start + batch], texts[start:start + batch])
+
+    return {"image_encode": lambda: runner.encode_images(part("image_encode", images)),
+            "query_compose": lambda: query("query_compose"),
+            "search": lambda: search(part("search", queries)),
+            "end_to_end": lambda: search(query("end_to_end"))}
 
 
 def measure_stages(opened: Opened, split, cfg: BenchConfig, label: str, row: dict,

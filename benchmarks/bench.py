@@ -69,7 +69,7 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "torch-compile": {"device": None, "threads": None,
                       "mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")},
     "onnxruntime": {"provider": ("cpu", "cuda", "auto"), "threads": None,
-                    "level": ("disable", "basic", "extended", "all")},
+                    "level": ("disable", "basic", "extended", "all"), "fused": ("on", "off")},
     "c": {"device": None, "threads": None, "engine": ("auto", "aoti", "tensorrt"), "library": ()},
     "tensorrt": {"device": None},
 }

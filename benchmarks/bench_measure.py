@@ -193,11 +193,14 @@ def _open_ort(target: Target, manifest: Manifest, threads: int) -> Opened:
     if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
         raise Skip(f"onnxruntime {ort.__version__} has no CUDA execution provider here "
                    "(install onnxruntime-gpu on a CUDA machine)")
-    options = OrtOptions(provider=provider, threads=threads, level=target.option("level", "all"))
+    options = OrtOptions(provider=provider, threads=threads, level=target.option("level", "all"),
+                         fused=target.option("fused", "on") == "on")
     runner = OrtRunner(target.bundle, options, manifest)
     device = "cuda (ORT CUDA EP)" if runner.providers[0] == "CUDAExecutionProvider" else "cpu"
+    query = (f"queries through the fused {', '.join(runner.fused)} graph" if runner.fused
+             else "queries through the three graphs")
     return Opened(runner, manifest.precision, device, {"onnxruntime": ort.__version__, "providers": runner.providers},
-                  threads or None, notes=[f"ONNX Runtime graph optimisation level {options.level!r}"])
+                  threads or None, notes=[f"ONNX Runtime graph optimisation level {options.level!r}", query])
 
 
 def _open_c(target: Target, manifest: Manifest, threads: int) -> Opened:

@@ -17,7 +17,8 @@ Targets: --bundle DIR (repeatable) x --backend LIST, and/or --target SPEC (repea
   --backend: comma-separated backends or presets, each followed by its KEY=VALUE options:
     torch          PyTorch eager of the bundle's source checkpoint, FP32 (device=cpu|cuda[:N], threads=N)
     torch-compile  the same through torch.compile (device, mode=default|reduce-overhead|max-autotune, threads)
-    onnxruntime    the bundle's graphs (provider=cpu|cuda, level=all|extended|basic|disable, threads)
+    onnxruntime    the bundle's graphs (provider=cpu|cuda, level=all|extended|basic|disable, threads,
+                   fused=on|off: whole queries through the bundle's fused query graph when it has one)
     c              libtgir via ctypes: AOTInductor packages (tgir-export aoti) or engines
                    (device=cpu|cuda[:N], engine=auto|aoti|tensorrt, library=PATH, threads)
     tensorrt       the bundle's TensorRT engines (device=cuda[:N])

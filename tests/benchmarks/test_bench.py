@@ -119,8 +119,10 @@ def test_parse_target():
     t = parse_target("gpu=torch,device=cuda,threads=2:/b")
     assert (t.label, t.option("device"), t.option("threads"), t.bundle) == ("gpu", "cuda", "2", "/b")
     assert parse_target("c,device=cpu,library=/x/libtgir.so:/b").label == "c"
+    assert parse_target("onnxruntime,fused=off:/b").option("fused") == "off"
     for bad, why in (("onnxruntime", "expected"), ("nope:/b", "unknown backend"),
                      ("torch,device=gpu:/b", "device must be"), ("onnxruntime,level=max:/b", "unknown onnxruntime"),
+                     ("onnxruntime,fused=yes:/b", "unknown onnxruntime"), ("torch,fused=off:/b", "has no option"),
                      ("a b=torch:/b", "labels are")):
         with pytest.raises(TgirUserError, match=why):
             parse_target(bad)

@@ -2,9 +2,10 @@
 
 A query at batch 1 runs the image encoder, the text encoder and the composer; through three sessions
 it pays three calls, three output copies and three rounds of input checks. Merged into one ONNX graph
-(measured, INT8 AMC bundle, ONNX Runtime CPU, one thread: 1.61 ms for the three session calls vs
-1.46 ms for the fused graph, p50 at batch 1; benchmarks/RESULTS.md) the query path loses that
-overhead while the three graphs stay for gallery encoding, TensorRT and the C runtime.
+the query path loses that overhead while the three graphs stay for gallery encoding, TensorRT and the
+C runtime. Measured (INT8 AMC bundle, ONNX Runtime CPU, one thread, batch 1; benchmarks/RESULTS.md):
+raw session calls on one query 1.61 ms (three) vs 1.46 ms (fused); ``tgir bench`` query compose over
+a mix of queries 2.13 vs 2.07 ms, a small gain beside that table's run-to-run noise.
 
 The fused graph is written beside the three as ``query_encoder.onnx`` and listed under the manifest's
 ``build["fused"]`` (not ``graphs``: every backend must run ``graphs``; a fused entry point is an

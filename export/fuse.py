@@ -20,6 +20,7 @@ fused graph's inputs and output take back their contract names (``images``, ``id
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -48,7 +49,7 @@ def query_graph_from_bundle(folder: str | Path, manifest: Manifest) -> dict:
     specs = {g: manifest.graphs[g] for g in GRAPHS}
     models = {g: onnx.load(str(folder / specs[g]["file"])) for g in GRAPHS}
     for name, model in models.items():
-        _prefix_graph(model.graph, f"{name}/")
+        _rename(model.graph, _prefixed(f"{name}/"))
     produced = {t["name"]: g for g in ("image_encoder", "text_encoder") for t in specs[g]["outputs"]}
     links = []
     for t in specs["composer"]["inputs"]:
@@ -59,8 +60,8 @@ def query_graph_from_bundle(folder: str | Path, manifest: Manifest) -> dict:
     encoders = compose.merge_models(models["image_encoder"], models["text_encoder"], io_map=[])
     fused = compose.merge_models(encoders, models["composer"], io_map=links, outputs=["composer/query"],
                                  doc_string="tgir query_encoder: image_encoder + text_encoder + composer")
-    for value in [*fused.graph.input, *fused.graph.output]:  # back to the contract's names
-        _rename_everywhere(fused.graph, value.name, value.name.split("/", 1)[1])
+    contract = {v.name: v.name.split("/", 1)[1] for v in [*fused.graph.input, *fused.graph.output]}
+    _rename(fused.graph, lambda tensor: contract.get(tensor, tensor))  # back to the contract's names
     onnx.checker.check_model(fused)
     file = f"{FUSED_QUERY}.onnx"
     onnx.save(fused, str(folder / file))
@@ -74,38 +75,24 @@ def query_graph_from_bundle(folder: str | Path, manifest: Manifest) -> dict:
     return entry
 
 
-def _prefix_graph(graph: onnx.GraphProto, prefix: str) -> None:
-    """Prefix every tensor and node name of ``graph`` and of its subgraphs (names are global in ONNX
-    exports, so one prefix for all scopes keeps the branches' outer-scope references intact)."""
+def _prefixed(prefix: str) -> Callable[[str], str]:
+    return lambda name: prefix + name if name else name  # "" marks an omitted optional input
 
-    def ren(name: str) -> str:
-        return prefix + name if name else name  # "" marks an omitted optional input
 
+def _rename(graph: onnx.GraphProto, rename: Callable[[str], str]) -> None:
+    """Apply ``rename`` to every tensor and node name of ``graph`` and of its subgraphs (names are
+    global in ONNX exports, so renaming all scopes alike keeps the branches' outer-scope references
+    intact)."""
     for t in graph.initializer:
-        t.name = ren(t.name)
+        t.name = rename(t.name)
     for t in graph.sparse_initializer:
-        t.values.name, t.indices.name = ren(t.values.name), ren(t.indices.name)
+        t.values.name, t.indices.name = rename(t.values.name), rename(t.indices.name)
     for v in [*graph.input, *graph.output, *graph.value_info]:
-        v.name = ren(v.name)
+        v.name = rename(v.name)
     for node in graph.node:
-        node.name = ren(node.name)
-        node.input[:] = [ren(x) for x in node.input]
-        node.output[:] = [ren(x) for x in node.output]
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _prefix_graph(attr.g, prefix)
-            for sub in attr.graphs:
-                _prefix_graph(sub, prefix)
-
-
-def _rename_everywhere(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Rename one tensor in ``graph`` and every subgraph that reads it."""
-    for v in [*graph.input, *graph.output, *graph.value_info]:
-        if v.name == old:
-            v.name = new
-    for node in graph.node:
-        node.input[:] = [new if x == old else x for x in node.input]
-        node.output[:] = [new if x == old else x for x in node.output]
+        node.name = rename(node.name)
+        node.input[:] = [rename(x) for x in node.input]
+        node.output[:] = [rename(x) for x in node.output]
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []) + list(attr.graphs):
-                _rename_everywhere(sub, old, new)
+                _rename(sub, rename)

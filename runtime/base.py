@@ -106,18 +106,15 @@ class Runner:
                       tokens: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Gallery embeddings ``[B, D]`` (L2-normalised) of images; with ``tokens`` also the
         composer's region tokens ``[B, N, D]``."""
-        out = {"gallery": [], "tokens": []}
-        steps = range(0, len(images), self.max_batch)
-        for n, start in enumerate(steps, 1):
-            part = self.pixels(images[start:start + self.max_batch])
-            res = self.run("image_encoder", {"images": part})
-            out["gallery"].append(res["gallery"])
-            if tokens:
-                out["tokens"].append(res["tokens"])
-            if progress:
-                progress(n, len(steps))
-        gallery = _cat(out["gallery"], self._dim("image_encoder", "gallery"))
-        return (gallery, _cat(out["tokens"], self._dim("image_encoder", "tokens"))) if tokens else gallery
+        keep = ("gallery", "tokens") if tokens else ("gallery",)  # tokens are large: hold them only when asked
+
+        def encode(part: slice) -> list[np.ndarray]:
+            out = self.run("image_encoder", {"images": self.pixels(images[part])})
+            return [out[name] for name in keep]
+
+        outputs = self._in_batches(len(images), encode, progress)
+        parts = [_cat([o[i] for o in outputs], self._dim("image_encoder", name)) for i, name in enumerate(keep)]
+        return tuple(parts) if tokens else parts[0]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns (``UnknownWordsWarning``)
@@ -145,31 +142,35 @@ class Runner:
                        progress: Progress | None) -> np.ndarray:
         """``encode_queries`` through the fused ``query_encoder`` graph: one call per batch."""
         names = [t["name"] for t in self.fused[FUSED_QUERY]["inputs"]]
-        queries = []
-        steps = range(0, len(ids), self.max_batch)
-        for n, start in enumerate(steps, 1):
-            part = slice(start, start + self.max_batch)
+
+        def query(part: slice) -> np.ndarray:
             feeds = {"images": self.pixels(images[part]), "ids": ids[part], "lengths": lengths[part]}
-            queries.append(self.run(FUSED_QUERY, {k: feeds[k] for k in names})["query"])
-            if progress:
-                progress(n, len(steps))
-        return _cat(queries, self._dim("composer", "query"))
+            return self.run(FUSED_QUERY, {k: feeds[k] for k in names})["query"]
+
+        return _cat(self._in_batches(len(ids), query, progress), self._dim("composer", "query"))
 
     def compose(self, tokens: np.ndarray, ids: np.ndarray, lengths: np.ndarray,
                 progress: Progress | None = None) -> np.ndarray:
         """Query embeddings from reference-image tokens ``[B, N, D]`` and tokenized texts."""
         text_names = [t["name"] for t in self.graphs["text_encoder"]["outputs"]]
         composer_inputs = [t["name"] for t in self.graphs["composer"]["inputs"]]
-        queries = []
-        steps = range(0, len(ids), self.max_batch)
-        for n, start in enumerate(steps, 1):
-            part = slice(start, start + self.max_batch)
+
+        def query(part: slice) -> np.ndarray:
             text = self.run("text_encoder", {"ids": ids[part], "lengths": lengths[part]})
             feeds = {"tokens": tokens[part], **{k: text[k] for k in text_names}}
-            queries.append(self.run("composer", {k: feeds[k] for k in composer_inputs})["query"])
+            return self.run("composer", {k: feeds[k] for k in composer_inputs})["query"]
+
+        return _cat(self._in_batches(len(ids), query, progress), self._dim("composer", "query"))
+
+    def _in_batches(self, count: int, call: Callable[[slice], object], progress: Progress | None) -> list:
+        """``call(part)`` for each slice of at most ``max_batch`` of ``count`` items, in order."""
+        steps = range(0, count, self.max_batch)
+        results = []
+        for n, start in enumerate(steps, 1):
+            results.append(call(slice(start, start + self.max_batch)))
             if progress:
                 progress(n, len(steps))
-        return _cat(queries, self._dim("composer", "query"))
+        return results
 
     def attach(self, index) -> None:
         """Use ``index`` (``tgir.runtime.index.GalleryIndex``) for ``search``; it must come from this bundle."""

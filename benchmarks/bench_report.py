@@ -38,6 +38,8 @@ def header(result: dict) -> list[str]:
     gpus = "; ".join(m.get("gpus") or []) or "none"
     cores = f"{m.get('logical_cpus')} logical CPUs" + (f", {m['physical_cores']} cores" if m.get("physical_cores")
                                                       else "")
+    if m.get("cpu_features"):  # older JSON files do not have them
+        cores += "; " + " ".join(m["cpu_features"])
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
     search = result["inputs"]["search"]
     return [f"`{result['command']}`", "",

@@ -11,24 +11,48 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+# The vector features the CPU kernels of ONNX Runtime and PyTorch dispatch on. Int8 GEMMs run several
+# times faster with VNNI or AMX (x86) or dot-product / i8mm (Arm) than without, so a CPU latency figure
+# means little without them: the same INT8 bundle measured 6.1x eager on an AVX2 VM and 9.4x on an
+# AVX-512 VNNI one (benchmarks/RESULTS.md, sessions 7 and 8).
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "asimd", "asimddp", "i8mm", "sve", "bf16")
+
+
+def parse_cpuinfo(text: str) -> dict:
+    """CPU model, physical cores and vector features from the text of ``/proc/cpuinfo``.
+
+    Returns:
+        ``{"cpu", "physical_cores", "cpu_features"}``; ``cpu`` is None when no model name is listed,
+        ``cpu_features`` keeps :data:`CPU_FEATURES` order (x86 ``flags``, Arm ``Features``).
+    """
+    cpu, cores, flags, block = None, set(), set(), {}
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if block:
+                cores.add((block.get("physical id"), block.get("core id")))
+            block = {}
+            continue
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        block[key] = value
+        if key in ("model name", "Model") and cpu is None:
+            cpu = value
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return {"cpu": cpu, "physical_cores": len(cores - {(None, None)}) or None,
+            "cpu_features": [f for f in CPU_FEATURES if f in flags]}
+
 
 def machine_facts() -> dict:
-    """CPU model and cores (/proc/cpuinfo), memory, OS, and GPUs as nvidia-smi lists them (no torch)."""
-    cpu, cores = platform.processor() or platform.machine(), set()
+    """CPU model, cores and vector features (/proc/cpuinfo), memory, OS, and GPUs as nvidia-smi lists
+    them (no torch)."""
     try:
-        block: dict[str, str] = {}
-        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
-            if not line.strip():
-                cores.add((block.get("physical id"), block.get("core id")))
-                block = {}
-                continue
-            key, _, value = line.partition(":")
-            block[key.strip()] = value.strip()
-            if key.strip() == "model name":
-                cpu = value.strip()
+        info = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    facts = {"cpu": cpu, "logical_cpus": os.cpu_count(), "physical_cores": len(cores - {(None, None)}) or None,
+        info = {"cpu": None, "physical_cores": None, "cpu_features": []}
+    facts = {"cpu": info["cpu"] or platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
+             "physical_cores": info["physical_cores"], "cpu_features": info["cpu_features"],
              "memory_gib": _mem_gib(), "os": platform.platform(), "python": platform.python_version(), "gpus": []}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],

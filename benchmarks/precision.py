@@ -16,13 +16,13 @@ batch 1 and 32 on the same fixed inputs, after warm-up.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import click
 import numpy as np
 import onnxruntime as ort
+from tgir.benchmarks.machine import machine_facts
 from tgir.runtime.evaluate import evaluate_bundle
 from tgir.runtime.ort import OrtOptions, OrtRunner
 
@@ -112,22 +112,12 @@ def main(data, dataset, split_name, bundles, threads, latency_iters, warmup, acc
         click.echo(f"measuring {name} ({folder}) ...", err=True)
         rows.append(measure(name, folder, split, threads, latency_iters, warmup, accuracy))
         click.echo(json.dumps({k: v for k, v in rows[-1].items() if k.startswith("R@")}), err=True)
-    facts = {"machine": f"{platform.processor() or platform.machine()} ({_cpu_name()})", "onnxruntime": ort.__version__,
-             "threads": threads, "date": time.strftime("%Y-%m-%d"), "data": data, "split": split_name}
+    facts = {"machine": machine_facts(), "onnxruntime": ort.__version__, "threads": threads,
+             "date": time.strftime("%Y-%m-%d"), "data": data, "split": split_name}
     result = {"facts": facts, "rows": rows}
     if out:
         Path(out).write_text(json.dumps(result, indent=2) + "\n")
     click.echo(json.dumps(result, indent=2))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import click
 import numpy as np
 import onnxruntime as ort
 import torch
+from tgir.benchmarks.machine import machine_facts
 
 from tgir.cli.common import run_main
 from tgir.data.images import load_image
@@ -128,7 +128,7 @@ def main(checkpoint, data, queries, threads, warmup, out) -> None:
               "skipped": {f"layer{k + 1}": dict(zip(experts, map(float, row), strict=True))
                           for k, row in enumerate(skipped.round(4))},
               "skipped_overall": dict(zip(experts, map(float, skipped.mean(0).round(4)), strict=True)),
-              "machine": f"{platform.processor() or platform.machine()}, onnxruntime {ort.__version__}",
+              "machine": machine_facts(), "onnxruntime": ort.__version__,
               "date": time.strftime("%Y-%m-%d")}
     click.echo(json.dumps(result, indent=2))
     if out:

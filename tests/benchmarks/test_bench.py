@@ -263,6 +263,59 @@ def test_markdown_gpu_split_and_scaling_tables():
     assert "| 1,000,000 | 1 | 40.0 | 50.0 | 10.0 | 12.0 | 4.0 | 0.50 | 100% |" in text
 
 
+X86_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9B45
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 hypervisor
+
+processor\t: 1
+model name\t: AMD EPYC 9B45
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 hypervisor
+
+processor\t: 2
+model name\t: AMD EPYC 9B45
+physical id\t: 0
+core id\t: 1
+flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 hypervisor
+"""
+
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 62.50
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+
+processor\t: 1
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+"""
+
+
+def test_cpu_model_cores_and_vector_features_from_cpuinfo():
+    from tgir.benchmarks.machine import parse_cpuinfo
+
+    x86 = parse_cpuinfo(X86_CPUINFO)
+    # two hyperthreads share core 0: two physical cores, three logical CPUs
+    assert x86 == {"cpu": "AMD EPYC 9B45", "physical_cores": 2,
+                   "cpu_features": ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                                    "avx512_bf16"]}
+    arm = parse_cpuinfo(ARM_CPUINFO)  # a Jetson Orin's Cortex-A78AE: no model name, no core ids
+    assert arm == {"cpu": None, "physical_cores": None, "cpu_features": ["asimd", "asimddp"]}
+    assert parse_cpuinfo("") == {"cpu": None, "physical_cores": None, "cpu_features": []}
+
+
+def test_markdown_names_the_cpu_features():
+    result = {"date": "2026-01-01T00:00:00", "command": "tgir bench ...", "baseline": None,
+              "machine": {"cpu": "X", "logical_cpus": 2, "physical_cores": 2, "memory_gib": 23.5, "os": "Linux",
+                          "python": "3.11", "gpus": [], "cpu_features": ["avx2", "avx512_vnni"]},
+              "versions": {"tgir": "0.1.0"}, "config": {"batches": [1], "iters": 3, "warmup": 1, "k": 10,
+                                                        "gallery": 100},
+              "inputs": {"source": "synthetic", "search": "exact numpy", "peak_rss": "own process"},
+              "targets": [], "search_scaling": []}
+    assert "machine: X (2 logical CPUs, 2 cores; avx2 avx512_vnni, 23.5 GiB)" in bench_report.markdown(result)
+
+
 def test_inline_run_reports_a_crashing_backend_and_a_missing_gpu(tiny_amc_bundle, monkeypatch):
     import torch
 

@@ -16,11 +16,7 @@ The quantized scores are off by at most a bound computed per query and row (Cauc
 ``|q.g - q^.g^| <= |q - q^| |g| + |q^| |g - g^|``, with ``|g|`` and ``|g - g^|`` stored per row at
 build time and the query terms computed per query. Any row whose upper bound falls below the
 k-th best lower bound cannot be in the top k; every other row (typically a few dozen) is
-re-scored in float32 and sorted like ``exact_search`` (ties in gallery order). The per-row bounds
-are only computed for the rows that survive a batched first cut with one bound ``B`` for the whole
-gallery (its largest ``|g|`` and ``|g - g^|``): a row whose quantized score is below the k-th best
-quantized score minus ``2B`` has an upper bound below the k-th best lower bound, so the cut drops no
-row the per-row test would keep, and the candidates are the same. The entries returned
+re-scored in float32 and sorted like ``exact_search`` (ties in gallery order). The entries returned
 are therefore those of the exact search, up to float rounding of equal scores, and the scores are
 the exact float32 ones.
 """
@@ -69,7 +65,6 @@ class Int8Search:
         codes = np.clip(np.rint(gallery / self.scale[:, None]), -CODE_LEVELS, CODE_LEVELS).astype(np.int8)  # [G, D]
         self.norm = np.linalg.norm(gallery, axis=1).astype(np.float32)  # [G]
         self.error = np.linalg.norm(gallery - codes * self.scale[:, None], axis=1).astype(np.float32)  # [G]
-        self.norm_max, self.error_max = float(self.norm.max(initial=0.0)), float(self.error.max(initial=0.0))
         self.session = _session(np.ascontiguousarray(codes.T), threads)  # codes as [D, G]
         _check_exact(self.session, codes)
         self.stats = SearchStats()
@@ -88,25 +83,17 @@ class Int8Search:
         approx *= self.scale
         approx *= qscale[:, None]  # [Q, G] quantized scores
         n = self.gallery.shape[0]
-        # Stage 1, batched: one bound for every row (the gallery's largest |g| and |g - g^|) keeps the
-        # rows within twice that bound of the k-th best quantized score, in three passes over [Q, G]
-        # instead of eight per query. Every row that stage 2 would keep survives it (module doc).
-        loose = self.norm_max * q_err + self.error_max * q_norm + SLACK  # [Q]
-        if k < n:
-            kth = np.partition(approx, n - k, axis=1)[:, n - k]  # [Q]
-            keep = approx >= (kth - 2 * loose)[:, None]  # [Q, G]
-        else:
-            keep = np.ones_like(approx, dtype=bool)
         indices = np.empty((len(queries), k), np.int64)
         top = np.empty((len(queries), k), np.float32)
         self.stats = SearchStats(queries=len(queries))
+        bound = np.empty(n, np.float32)
         for row in range(len(queries)):
-            pre = np.flatnonzero(keep[row])  # [P], P >= k
-            # Stage 2 on the survivors: each row's own bound, |exact - approx| <= bound
-            bound = self.norm[pre] * q_err[row] + self.error[pre] * q_norm[row] + SLACK  # [P]
-            scores = approx[row, pre]
-            floor = np.partition(scores - bound, len(pre) - k)[len(pre) - k] if k < len(pre) else -np.inf
-            cand = pre[scores + bound >= floor]  # every row that could be in the top k
+            np.multiply(self.norm, q_err[row], out=bound)
+            bound += self.error * q_norm[row]
+            bound += SLACK  # [G]: |exact - approx| <= bound
+            floor = np.partition(approx[row] - bound, n - k)[n - k] if k < n else -np.inf
+            bound += approx[row]  # now the upper bound of each row's exact score
+            cand = np.flatnonzero(bound >= floor)  # every row that could be in the top k
             exact = self.gallery[cand] @ queries[row]  # [C]
             best = np.lexsort((cand, -exact))[:k]
             indices[row], top[row] = cand[best], exact[best]

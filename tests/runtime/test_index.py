@@ -87,31 +87,6 @@ def test_int8_bound_holds_and_prunes():
     assert zero.search(q, 5)[0].tolist() == exact_search(q, g, 5)[0].tolist()
 
 
-def test_int8_first_cut_keeps_the_per_row_candidates():
-    """The batched cut with one bound for the gallery re-scores exactly the rows the per-row bounds
-    alone would: recomputed here over the whole gallery, per query."""
-    from tgir.runtime.int8_search import CODE_LEVELS, QUERY_LEVELS, SLACK, Int8Search
-
-    g = _clustered(2000, 64, 20, 0.05, 8) * np.random.default_rng(9).uniform(0.5, 2.0, (2000, 1)).astype(np.float32)
-    q = np.concatenate([g[::400], _unit(4, 64, 10)])
-    search = Int8Search(g, threads=1)
-    for k in (1, 7, 50):
-        search.search(q, k)
-        want = 0
-        for query in q:
-            qscale = np.abs(query).max() / QUERY_LEVELS
-            steps = np.rint(query / qscale)
-            q_err, q_norm = np.linalg.norm(query - steps * qscale), np.linalg.norm(steps * qscale)
-            scale = np.abs(g).max(axis=1) / CODE_LEVELS
-            codes = np.clip(np.rint(g / scale[:, None]), -CODE_LEVELS, CODE_LEVELS)
-            approx = (codes @ steps) * scale * qscale
-            bound = np.linalg.norm(g, axis=1) * q_err + np.linalg.norm(g - codes * scale[:, None], axis=1) * q_norm
-            bound += SLACK
-            floor = np.sort(approx - bound)[-k]
-            want += int(np.sum(approx + bound >= floor))
-        assert abs(search.stats.candidates - want) <= len(q)  # float32 vs float64 rounding at the edge
-
-
 def test_unknown_search_method():
     index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
     with pytest.raises(TgirUserError, match="unknown search method 'hnsw'; valid choices: 'exact', 'faiss', 'int8'"):

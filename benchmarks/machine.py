@@ -48,9 +48,10 @@ def machine_facts() -> dict:
     """CPU model, cores and vector features (/proc/cpuinfo), memory, OS, and GPUs as nvidia-smi lists
     them (no torch)."""
     try:
-        info = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+        cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
-        info = {"cpu": None, "physical_cores": None, "cpu_features": []}
+        cpuinfo = ""  # not Linux: the model comes from platform below, cores and features stay unknown
+    info = parse_cpuinfo(cpuinfo)
     facts = {"cpu": info["cpu"] or platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
              "physical_cores": info["physical_cores"], "cpu_features": info["cpu_features"],
              "memory_gib": _mem_gib(), "os": platform.platform(), "python": platform.python_version(), "gpus": []}

@@ -23,6 +23,8 @@ class TrainConfig:
         batch_size: Triplets per step (drop_last, as AMC).
         lr: Adam learning rate (AMC: 1e-4).
         weight_decay: Adam weight decay (AMC: 1e-6).
+        backbone_lr_scale: Learning-rate multiplier of the image trunk (google/tirg trains its
+            ImageNet trunk at 0.1x the composer's rate); 1 = one rate for every parameter.
         lr_step_epochs: Epochs after which the learning rate is multiplied by ``lr_gamma``.
         lr_gamma: Step decay factor.
         ema_decay: Decay of the weight EMA used for evaluation (AMC: 0.999); 0 disables it.
@@ -50,6 +52,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-4
     weight_decay: float = 1e-6
+    backbone_lr_scale: float = 1.0
     lr_step_epochs: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     ema_decay: float = 0.999
@@ -69,6 +72,9 @@ class TrainConfig:
             raise TgirUserError("train: need epochs >= 1 and batch_size >= 2 (the loss contrasts a batch)")
         if not 0 <= self.val_fraction < 0.5:
             raise TgirUserError(f"train: val_fraction must be in [0, 0.5), got {self.val_fraction}")
+        if self.backbone_lr_scale <= 0:
+            raise TgirUserError(f"train: backbone_lr_scale must be > 0, got {self.backbone_lr_scale} "
+                                "(freeze the trunk with model.backbone.trainable=false instead)")
         if not 0 <= self.ema_decay < 1:
             raise TgirUserError(f"train: ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.group_size > 1 and self.batch_size % self.group_size:

@@ -126,8 +126,10 @@ class Trainer:
             load_state(self.model, init.ema if init.ema is not None else init.model, t.init)
         elif ckpt is None and self.run.model.text.glove:
             self.model.text.load_glove(self.vocab.itos)  # GloVe rows need the vocabulary, known only now
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=t.lr, eps=1e-8, weight_decay=t.weight_decay)
+        groups = self._param_groups()
+        # Kept here, not read back from the optimizer: a resumed run's saved groups carry the old value.
+        self.lr_scales = [g.pop("lr_scale") for g in groups]
+        self.optimizer = torch.optim.Adam(groups, lr=t.lr, eps=1e-8, weight_decay=t.weight_decay)
         self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
         if ckpt is not None:
             load_state(self.model, ckpt.model, str(self.out / LAST))
@@ -138,13 +140,25 @@ class Trainer:
                     self.optimizer.load_state_dict(ckpt.optimizer)
                 except ValueError:  # its parameters were laid out by an older model definition
                     raise TgirUserError(f"{self.out / LAST}: its optimizer state does not fit this model's parameters "
-                                        "(saved by an older tgir); start a new run from its weights with "
+                                        "(saved by an older tgir, or with another train.backbone_lr_scale); "
+                                        "start a new run from its weights with "
                                         f"--init {self.out / LAST} instead of --resume") from None
             state.update(ckpt.state)
         self.out.mkdir(parents=True, exist_ok=True)
         self.run.save(self.out / "run.json")
         self.vocab.save(self.out / "vocab.json")
         return state
+
+    def _param_groups(self) -> list[dict]:
+        """Trainable parameters, the trunk in its own group when it has its own rate. One group
+        otherwise, so that the optimizer state of runs saved before the option still loads."""
+        scale = self.run.train.backbone_lr_scale
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if scale == 1.0:
+            return [{"params": [p for _, p in trainable], "lr_scale": 1.0}]
+        trunk = [p for n, p in trainable if n.startswith("backbone.")]
+        rest = [p for n, p in trainable if not n.startswith("backbone.")]
+        return [g for g in ({"params": rest, "lr_scale": 1.0}, {"params": trunk, "lr_scale": scale}) if g["params"]]
 
     def _lr(self, epoch: int) -> float:
         t = self.run.train
@@ -192,8 +206,8 @@ class Trainer:
             cache = self._feature_cache()
         while state["epoch"] < t.epochs and not (t.max_steps and state["step"] >= t.max_steps):
             epoch = state["epoch"]
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr(epoch)
+            for group, scale in zip(self.optimizer.param_groups, self.lr_scales, strict=True):
+                group["lr"] = self._lr(epoch) * scale
             self.model.train()
             loader, start = self._loader(epoch, cache), time.perf_counter()
             epoch_start = start

@@ -43,7 +43,7 @@ def host_routed_from_model(model: RetrievalModel, folder: str | Path, opset: int
     """Export ``router_l{k}.onnx`` and ``expert_l{k}_{kind}.onnx`` for every routed layer of an AMC model.
 
     Returns:
-        ``{"tau", "experts", "layers": [{"router": file, "experts": {kind: file}}]}``.
+        ``{"tau", "experts", "residual", "layers": [{"router": file, "experts": {kind: file}}]}``.
     """
     if model.config.family != "amc":
         raise TgirUserError(f"host routing applies to AMC only; this model is {model.config.family!r}")
@@ -63,7 +63,8 @@ def host_routed_from_model(model: RetrievalModel, folder: str | Path, opset: int
             _export(_ExpertGraph(expert), (x, s), ["tokens", "text_features"], ["out"],
                     folder / entry["experts"][kind], shapes, opset)
         layers.append(entry)
-    return {"tau": model.config.router.tau, "experts": list(model.config.router.experts), "layers": layers}
+    router = model.config.router
+    return {"tau": router.tau, "experts": list(router.experts), "residual": router.residual, "layers": layers}
 
 
 def _export(module, args, inputs, outputs, path: Path, shapes, opset: int) -> None:
@@ -84,6 +85,7 @@ class HostRoutedComposer:
             return ort.InferenceSession(str(folder / name), options, providers=["CPUExecutionProvider"])
 
         self.tau = spec["tau"]
+        self.residual = bool(spec.get("residual", False))  # specs written before the option: the paper form
         self.layers = [(session(layer["router"]), [session(f) for f in layer["experts"].values()])
                        for layer in spec["layers"]]
         self.executed = np.zeros((len(self.layers), len(spec["experts"])), np.int64)
@@ -97,7 +99,7 @@ class HostRoutedComposer:
             (gates,) = router.run(None, feeds)  # [B, E]
             if self.tau > 0:
                 gates = np.where(gates >= self.tau, gates, 0.0).astype(np.float32)
-            out = np.zeros_like(x)
+            out = x.copy() if self.residual else np.zeros_like(x)  # X + sum_i g_i E_i(X), as RoutedLayer
             for i, expert in enumerate(experts):
                 if gates[:, i].max() > 0:
                     out += gates[:, i, None, None] * expert.run(None, feeds)[0]

@@ -12,11 +12,13 @@ from tgir.errors import TgirUserError
 from tgir.models.base import build_model
 
 
-def test_host_routed_equals_the_model_and_skips(tiny, tmp_path):
+@pytest.mark.parametrize("residual", [False, True], ids=["paper", "residual"])
+def test_host_routed_equals_the_model_and_skips(tiny, tmp_path, residual):
     torch.manual_seed(0)
     model = build_model(tiny("amc")).eval()
-    model.set_router(tau=0.5, conditional=False)
+    model.set_router(tau=0.5, conditional=False, residual=residual)
     spec = host_routed_from_model(model, tmp_path, max_batch=8)
+    assert spec["residual"] is residual
     assert [sorted(layer["experts"]) for layer in spec["layers"]] == [["crn", "gtn", "nin"]] * 2
     host = HostRoutedComposer(tmp_path, spec)
     g = torch.Generator().manual_seed(1)

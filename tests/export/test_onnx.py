@@ -15,6 +15,7 @@ from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
 from tgir.errors import TgirUserError
 from tgir.manifest import Manifest
 from tgir.models.base import build_model
+from tgir.models.config import replace_path
 from tgir.training.checkpoint import model_from_checkpoint, save_checkpoint
 from tgir.training.config import RunConfig
 from tgir.vocab import Vocabulary
@@ -22,9 +23,11 @@ from tgir.vocab import Vocabulary
 TEXT_LENGTH = 6
 
 
-def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False):
+def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False, residual=False):
     torch.manual_seed(0)
     cfg = tiny(family)
+    if residual:
+        cfg = replace_path(cfg, "router.residual", True)
     model = build_model(cfg).eval()
     if nan_crn:  # CRN's gate is sigmoid(0) = 0.5 < tau and its weights are NaN: it must never run
         crn = cfg.router.experts.index("crn")
@@ -59,12 +62,13 @@ def _inputs(batch, seed=0, length=None):
     return images, ids, lengths
 
 
-@pytest.mark.parametrize(("family", "tau", "router", "ifs"), [
-    ("amc", 0.5, "if", 6), ("amc", 0.5, "dense", 0), ("amc", 0.0, "if", 0), ("itma", None, "if", 0),
-    ("tirg", None, "if", 0)])
-def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs):
+@pytest.mark.parametrize(("family", "tau", "router", "ifs", "residual"), [
+    ("amc", 0.5, "if", 6, False), ("amc", 0.5, "dense", 0, False), ("amc", 0.0, "if", 0, False),
+    ("amc", 0.5, "if", 6, True), ("itma", None, "if", 0, False), ("tirg", None, "if", 0, False)])
+def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs, residual):
     cfg = OnnxConfig(tau=tau, router=router, max_batch=8, text_length=TEXT_LENGTH)
-    manifest = onnx_from_checkpoint(_checkpoint(tiny, tmp_path, family), tmp_path / "bundle", cfg)
+    checkpoint = _checkpoint(tiny, tmp_path, family, residual=residual)
+    manifest = onnx_from_checkpoint(checkpoint, tmp_path / "bundle", cfg)
     folder = tmp_path / "bundle"
     assert Manifest.load(folder).model["family"] == family
     assert _if_nodes(folder / "composer.onnx") == ifs

@@ -34,7 +34,7 @@ from tgir.cli.common import run_main
 from tgir.data.records import RetrievalSplit
 from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
-from tgir.evaluate import _gallery_positions
+from tgir.evaluate import gallery_positions
 from tgir.training.checkpoint import model_from_checkpoint
 from tgir.training.embed import embed_split
 from tgir.training.loop import holdout_split
@@ -69,7 +69,7 @@ def classify(top1_labels: np.ndarray, top1_images: np.ndarray, queries: Sequence
 
 def top1(split: RetrievalSplit, query_emb: np.ndarray, gallery_emb: np.ndarray) -> np.ndarray:
     """Image index of each query's best gallery answer, its reference excluded (as the protocol)."""
-    gallery, exclude = _gallery_positions(split)
+    gallery, exclude = gallery_positions(split)
     best = np.empty(len(query_emb), np.int64)
     for start in range(0, len(query_emb), CHUNK):
         scores = query_emb[start:start + CHUNK] @ gallery_emb.T  # [C, G]

@@ -94,8 +94,9 @@ def recall_from_ranks(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
     return {f"R@{k}": float(100.0 * np.mean(ranks < k)) for k in ks}
 
 
-def _gallery_positions(split: RetrievalSplit) -> tuple[np.ndarray, np.ndarray]:
-    """Map each query's reference image to its gallery position (-1 when it is not in the gallery)."""
+def gallery_positions(split: RetrievalSplit) -> tuple[np.ndarray, np.ndarray]:
+    """The split's gallery (image indices) and, per query, its reference image's position in it
+    (-1 when the reference is not in the gallery): the one answer the protocol never ranks."""
     gallery = split.gallery
     pos_of = np.full(len(split.images), -1, np.int64)
     pos_of[gallery] = np.arange(len(gallery))
@@ -127,7 +128,7 @@ def evaluate_split(
         raise TgirUserError(f"{split.dataset} {split.split}: some queries have no known target "
                            "(e.g. FashionIQ test); evaluate on a split with targets")
     q = _check_embeddings("query embeddings", query_emb, len(split.queries))
-    gallery, exclude = _gallery_positions(split)
+    gallery, exclude = gallery_positions(split)
     g = _check_embeddings("gallery embeddings", gallery_emb, len(gallery))
     glab = split.gallery_labels()
 

@@ -54,12 +54,12 @@ def cells_differing(a: Sequence[dict], b: Sequence[dict]) -> int:
     return sum(ca.get(pos) != cb.get(pos) for pos in set(ca) | set(cb))
 
 
-def classify(top1_labels: np.ndarray, top1_images: np.ndarray, queries: Sequence, labels: Sequence[int],
+def classify(top1_images: np.ndarray, queries: Sequence, labels: Sequence[int],
              objects: Sequence[Sequence[dict]]) -> list[str]:
     """Class of every query's top-1 answer (``CLASSES``): hit by scene label, else cells differing."""
     out = []
-    for q, label, image in zip(queries, top1_labels, top1_images, strict=True):
-        if label == labels[q.target]:
+    for q, image in zip(queries, top1_images, strict=True):
+        if labels[image] == labels[q.target]:
             out.append("hit")
             continue
         n = cells_differing(objects[image], objects[q.target])
@@ -105,7 +105,7 @@ def errors_of(checkpoint: str, data: str, split_name: str) -> dict:
     labels = [r.label for r in split.images]
     query_emb, gallery_emb = embed_split(model, split, ckpt.vocab)
     best = top1(split, query_emb, gallery_emb)
-    classes = classify(np.asarray(labels)[best], best, split.queries, labels, objects)
+    classes = classify(best, split.queries, labels, objects)
     return {"checkpoint": checkpoint, "family": model.config.family,
             **breakdown(classes, [q.op or "" for q in split.queries])}
 

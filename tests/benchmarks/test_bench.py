@@ -451,7 +451,7 @@ def test_classify_and_breakdown_by_operation():
     queries = [Query(0, "add", 1, 1, "add"), Query(0, "make", 2, 2, "make"), Query(0, "add", 1, 1, "add"),
                Query(0, "make", 2, 2, "make")]
     top_images = np.array([1, 1, 3, 0])  # hit, 2 cells off, another scene, 1 cell off
-    classes = classify(np.array(labels)[top_images], top_images, queries, labels, objects)
+    classes = classify(top_images, queries, labels, objects)
     assert classes == ["hit", "2 cells", "3+ cells", "1 cell"]
     result = breakdown(classes, [q.op for q in queries])
     assert result["overall"] == {"hit": 25.0, "1 cell": 25.0, "2 cells": 25.0, "3+ cells": 25.0, "queries": 4}

@@ -23,11 +23,11 @@ from tgir.vocab import Vocabulary
 TEXT_LENGTH = 6
 
 
-def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False, residual=False):
+def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False, router_flag=None):
     torch.manual_seed(0)
     cfg = tiny(family)
-    if residual:
-        cfg = replace_path(cfg, "router.residual", True)
+    if router_flag:  # a boolean RouterConfig option switched on, e.g. "residual" or "position"
+        cfg = replace_path(cfg, f"router.{router_flag}", True)
     model = build_model(cfg).eval()
     if nan_crn:  # CRN's gate is sigmoid(0) = 0.5 < tau and its weights are NaN: it must never run
         crn = cfg.router.experts.index("crn")
@@ -62,12 +62,13 @@ def _inputs(batch, seed=0, length=None):
     return images, ids, lengths
 
 
-@pytest.mark.parametrize(("family", "tau", "router", "ifs", "residual"), [
-    ("amc", 0.5, "if", 6, False), ("amc", 0.5, "dense", 0, False), ("amc", 0.0, "if", 0, False),
-    ("amc", 0.5, "if", 6, True), ("itma", None, "if", 0, False), ("tirg", None, "if", 0, False)])
-def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs, residual):
+@pytest.mark.parametrize(("family", "tau", "router", "ifs", "router_flag"), [
+    ("amc", 0.5, "if", 6, None), ("amc", 0.5, "dense", 0, None), ("amc", 0.0, "if", 0, None),
+    ("amc", 0.5, "if", 6, "residual"), ("amc", 0.5, "if", 6, "position"), ("itma", None, "if", 0, None),
+    ("tirg", None, "if", 0, None)])
+def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs, router_flag):
     cfg = OnnxConfig(tau=tau, router=router, max_batch=8, text_length=TEXT_LENGTH)
-    checkpoint = _checkpoint(tiny, tmp_path, family, residual=residual)
+    checkpoint = _checkpoint(tiny, tmp_path, family, router_flag=router_flag)
     manifest = onnx_from_checkpoint(checkpoint, tmp_path / "bundle", cfg)
     folder = tmp_path / "bundle"
     assert Manifest.load(folder).model["family"] == family

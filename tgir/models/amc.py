@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tgir.errors import TgirUserError
 from tgir.models.backbones import build_backbone
 from tgir.models.base import RetrievalModel, batch_classification_loss, l2norm
 from tgir.models.config import ModelConfig, RouterConfig
@@ -100,6 +101,11 @@ class AMC(RetrievalModel):
         self.text = TextEncoder(config.text)
         self.text_project = nn.Identity() if config.text.hidden == dim else nn.Linear(config.text.hidden, dim)
         self.layers = nn.ModuleList(RoutedLayer(dim, config.router) for _ in range(config.router.layers))
+        if config.router.position:
+            # Self-attention and the mean are blind to token order, and "make middle-left circle green"
+            # needs to know where a token is. Only present when on, so paper checkpoints keep their keys.
+            grid = config.image_size // config.backbone.levels[-1]
+            self.position = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)  # [N, D]
         if config.learn_scale:
             # Log-parameterised so it stays positive; only present when learnt, so checkpoints of the
             # paper's fixed-scale setting keep their state dict.
@@ -114,7 +120,14 @@ class AMC(RetrievalModel):
     def encode_image(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.project(self.image_features(images)[-1])  # [B, D, h, w]
         tokens = fmap.flatten(2).transpose(1, 2).contiguous()  # [B, N, D]
-        return l2norm(tokens.mean(dim=1)), tokens
+        gallery = l2norm(tokens.mean(dim=1))  # [B, D]
+        if self.config.router.position:
+            if tokens.shape[1] != self.position.shape[0]:
+                raise TgirUserError(f"AMC with position embeddings was built for {self.position.shape[0]} "
+                                    f"tokens ({self.config.image_size} px); got {tokens.shape[1]}: feed "
+                                    f"{self.config.image_size}x{self.config.image_size} images")
+            tokens = tokens + self.position  # [B, N, D]: the composer sees where each token is
+        return gallery, tokens
 
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor]:
         tokens, mask = self.text(ids, lengths)  # [B, L, H], [B, L]

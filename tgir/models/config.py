@@ -92,6 +92,9 @@ class RouterConfig:
         sparsity_weight: Weight of the L1 gate-sparsity regulariser (0 = the paper).
         residual: Add each routed layer's input to its gated sum (``X + sum_i g_i E_i(X)``); off =
             the paper, whose layer output is the gated sum alone.
+        position: Add a learnt embedding of each token's grid position to the region tokens the
+            routed layers see (tgir addition; off = the paper). The gallery embedding (mean of the
+            tokens) is unchanged; the image graph's ``tokens`` output carries the position.
     """
 
     experts: tuple[str, ...] = EXPERTS
@@ -103,6 +106,7 @@ class RouterConfig:
     conditional: bool = False
     sparsity_weight: float = 0.0
     residual: bool = False
+    position: bool = False
 
     def __post_init__(self) -> None:
         for e in self.experts:

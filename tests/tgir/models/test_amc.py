@@ -202,3 +202,30 @@ def test_crn_loads_a_joint_fuse_weight_and_computes_the_same(tiny):
     with pytest.raises(TgirUserError, match=r"missing: layers\.1\.experts\.2\.fuse_s\.bias.*unexpected: "
                                             r"layers\.1\.experts\.2\.fuse\.bias"):
         load_state(build_model(cfg), bad, "bad.pt")
+
+
+def test_position_embedding_moves_tokens_not_the_gallery(tiny):
+    paper = _model(tiny, seed=2)
+    placed = _model(tiny, seed=2, position=True)
+    assert not hasattr(paper, "position") and placed.position.shape == (4, 32)  # 2x2 grid of D = 32
+    assert set(placed.state_dict()) - set(paper.state_dict()) == {"position"}  # paper keys unchanged
+    placed.load_state_dict({**paper.state_dict(), "position": placed.position.detach()})
+    images, ids, lengths = _inputs()
+    with torch.no_grad():
+        gallery, tokens = paper.encode_image(images)
+        placed_gallery, placed_tokens = placed.encode_image(images)
+    assert torch.equal(placed_gallery, gallery)  # catalogue vectors do not see the position
+    torch.testing.assert_close(placed_tokens - tokens, placed.position.detach().expand_as(tokens))
+    # Order-blind without it: swapping two tokens leaves the paper's query unchanged, not this one's.
+    (s,) = paper.encode_text(ids, lengths)
+    swapped = tokens[:, [1, 0, 2, 3]]
+    with torch.no_grad():
+        torch.testing.assert_close(paper.compose(swapped, s), paper.compose(tokens, s))
+        moved = placed.compose(swapped + placed.position, s) - placed.compose(tokens + placed.position, s)
+    assert moved.abs().max() > 1e-4
+
+
+def test_position_embedding_needs_the_built_image_size(tiny):
+    model = _model(tiny, position=True)
+    with pytest.raises(TgirUserError, match="64x64 images"):
+        model.encode_image(torch.randn(1, 3, 96, 96))

@@ -9,6 +9,9 @@ target object by object, cell by cell:
 - ``2 cells``: two cells differ (typically another modification of the same reference);
 - ``3+ cells``: three or more differ, i.e. a different scene: the query lost the reference.
 
+Each operation is also split by whether its text names a grid cell (``add ... to top-left``,
+``make middle-left circle green``) or picks the object by its attributes alone.
+
 Usage::
 
     python -m tgir.benchmarks.css_errors --checkpoint trained/amc_dense_css2d.pt \\
@@ -21,6 +24,7 @@ at); ``test`` is for reporting only.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -41,6 +45,13 @@ from tgir.training.loop import holdout_split
 
 CLASSES = ("hit", "1 cell", "2 cells", "3+ cells")
 CHUNK = 512
+GRID_WORD = re.compile(r"\b(top|middle|bottom)-(left|center|right)\b")
+
+
+def text_group(op: str, text: str) -> str:
+    """``op`` split by whether the text names a grid cell (``make middle-left circle green``, an
+    object found by where it is) or not (``make circle green``, found by its attributes alone)."""
+    return f"{op}, {'cell named' if GRID_WORD.search(text) else 'no cell'}" if op else ""
 
 
 def cell_contents(objects: Sequence[dict]) -> dict[tuple, tuple]:
@@ -106,8 +117,10 @@ def errors_of(checkpoint: str, data: str, split_name: str) -> dict:
     query_emb, gallery_emb = embed_split(model, split, ckpt.vocab)
     best = top1(split, query_emb, gallery_emb)
     classes = classify(best, split.queries, labels, objects)
+    by_text = breakdown(classes, [text_group(q.op or "", q.text) for q in split.queries])
+    by_text.pop("overall")
     return {"checkpoint": checkpoint, "family": model.config.family,
-            **breakdown(classes, [q.op or "" for q in split.queries])}
+            **breakdown(classes, [q.op or "" for q in split.queries]), **by_text}
 
 
 def markdown(rows: Sequence[dict]) -> str:

@@ -459,6 +459,17 @@ def test_classify_and_breakdown_by_operation():
     assert result["make"]["2 cells"] == 50.0 and result["make"]["1 cell"] == 50.0
 
 
+def test_text_group_names_the_grid_cell_when_the_text_does():
+    from tgir.benchmarks.css_errors import text_group
+
+    assert text_group("make", "make middle-left large circle green") == "make, cell named"
+    assert text_group("add", "add large object to top-left") == "add, cell named"
+    assert text_group("make", "make blue object small") == "make, no cell"
+    assert text_group("remove", "remove bottom-center cyan object") == "remove, cell named"
+    assert text_group("make", "make top circle green") == "make, no cell"  # a row alone is not a cell
+    assert text_group("", "anything at top-left") == ""  # datasets without operations
+
+
 def test_css_errors_hit_share_is_recall_at_1(tiny_amc_bundle, tiny_css2d):
     from tgir.benchmarks.css_errors import CLASSES, errors_of
 

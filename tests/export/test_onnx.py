@@ -23,11 +23,11 @@ from tgir.vocab import Vocabulary
 TEXT_LENGTH = 6
 
 
-def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False, router_flag=None):
+def _checkpoint(tiny, tmp_path, family="amc", nan_crn=False, change=None):
     torch.manual_seed(0)
     cfg = tiny(family)
-    if router_flag:  # a boolean RouterConfig option switched on, e.g. "residual" or "position"
-        cfg = replace_path(cfg, f"router.{router_flag}", True)
+    if change:  # one config option away from the paper: (path, value), e.g. ("router.residual", True)
+        cfg = replace_path(cfg, *change)
     model = build_model(cfg).eval()
     if nan_crn:  # CRN's gate is sigmoid(0) = 0.5 < tau and its weights are NaN: it must never run
         crn = cfg.router.experts.index("crn")
@@ -62,13 +62,13 @@ def _inputs(batch, seed=0, length=None):
     return images, ids, lengths
 
 
-@pytest.mark.parametrize(("family", "tau", "router", "ifs", "router_flag"), [
+@pytest.mark.parametrize(("family", "tau", "router", "ifs", "change"), [
     ("amc", 0.5, "if", 6, None), ("amc", 0.5, "dense", 0, None), ("amc", 0.0, "if", 0, None),
-    ("amc", 0.5, "if", 6, "residual"), ("amc", 0.5, "if", 6, "position"), ("itma", None, "if", 0, None),
-    ("tirg", None, "if", 0, None)])
-def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs, router_flag):
+    ("amc", 0.5, "if", 6, ("router.residual", True)), ("amc", 0.5, "if", 6, ("router.position", True)),
+    ("amc", 0.5, "if", 6, ("text.pooling", "last")), ("itma", None, "if", 0, None), ("tirg", None, "if", 0, None)])
+def test_export_and_parity(tiny, tmp_path, family, tau, router, ifs, change):
     cfg = OnnxConfig(tau=tau, router=router, max_batch=8, text_length=TEXT_LENGTH)
-    checkpoint = _checkpoint(tiny, tmp_path, family, router_flag=router_flag)
+    checkpoint = _checkpoint(tiny, tmp_path, family, change=change)
     manifest = onnx_from_checkpoint(checkpoint, tmp_path / "bundle", cfg)
     folder = tmp_path / "bundle"
     assert Manifest.load(folder).model["family"] == family

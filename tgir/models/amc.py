@@ -21,7 +21,7 @@ from tgir.models.backbones import build_backbone
 from tgir.models.base import RetrievalModel, batch_classification_loss, l2norm
 from tgir.models.config import ModelConfig, RouterConfig
 from tgir.models.experts import EXPERT_KINDS
-from tgir.models.text import TextEncoder, masked_max
+from tgir.models.text import TextEncoder, last_valid, masked_max
 
 
 class Router(nn.Module):
@@ -134,6 +134,8 @@ class AMC(RetrievalModel):
 
     def encode_text(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor]:
         tokens, mask = self.text(ids, lengths)  # [B, L, H], [B, L]
+        if self.config.text.pooling == "last":
+            return (self.text_project(last_valid(tokens, lengths)),)  # [B, D]
         # AMC max-pools after filling padded steps with 0, so a padded text's vector is floored at 0
         # but the batch's longest text is not: results would depend on the batch. Flooring every
         # text at 0 keeps AMC's behaviour for padded texts and makes queries batch-independent.

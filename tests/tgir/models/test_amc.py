@@ -157,8 +157,15 @@ def test_training_steps_lower_the_loss(tiny):
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
 
 
-def test_query_does_not_depend_on_batch_padding(tiny):
-    model = _model(tiny, seed=3)
+def _text_model(tiny, pooling, seed=3):
+    torch.manual_seed(seed)
+    cfg = tiny("amc")
+    return build_model(cfg.replace(text=dataclasses.replace(cfg.text, pooling=pooling))).eval()
+
+
+@pytest.mark.parametrize("pooling", ["max", "last"])
+def test_query_does_not_depend_on_batch_padding(tiny, pooling):
+    model = _text_model(tiny, pooling)
     images, ids, lengths = _inputs(b=3)
     with torch.no_grad():
         batch = model(images, ids, lengths)
@@ -229,3 +236,22 @@ def test_position_embedding_needs_the_built_image_size(tiny):
     model = _model(tiny, position=True)
     with pytest.raises(TgirUserError, match="64x64 images"):
         model.encode_image(torch.randn(1, 3, 96, 96))
+
+
+def test_last_pooling_takes_the_state_at_the_last_word(tiny):
+    model = _text_model(tiny, "last")
+    _, ids, lengths = _inputs()
+    with torch.no_grad():
+        tokens, _ = model.text(ids, lengths)  # [B, L, H]
+        (s,) = model.encode_text(ids, lengths)
+        expected = model.text_project(torch.stack([tokens[i, n - 1] for i, n in enumerate(lengths.tolist())]))
+        assert torch.allclose(s, expected)
+        (paper,) = _text_model(tiny, "max").encode_text(ids, lengths)
+    assert not torch.allclose(s, paper)  # the paper's max-pool is another vector
+
+
+def test_unknown_text_pooling_lists_the_choices():
+    from tgir.models.config import TextConfig
+
+    with pytest.raises(TgirUserError, match="valid choices: 'max', 'last'"):
+        TextConfig(pooling="mean")

@@ -25,10 +25,12 @@ def _inputs(b=3, seed=0):
     return images, ids, lengths
 
 
-def _model(tiny, seed=0, **router):
+def _model(tiny, seed=0, text=None, **router):
+    """The tiny AMC with ``router`` fields (keywords) and ``text`` fields (a dict) changed."""
     torch.manual_seed(seed)
     cfg = tiny("amc")
-    return build_model(cfg.replace(router=dataclasses.replace(cfg.router, **router))).eval()
+    return build_model(cfg.replace(router=dataclasses.replace(cfg.router, **router),
+                                   text=dataclasses.replace(cfg.text, **(text or {})))).eval()
 
 
 def test_shapes_and_normalisation(tiny):
@@ -157,15 +159,9 @@ def test_training_steps_lower_the_loss(tiny):
     assert sum(losses[-5:]) / 5 < 0.5 * losses[0], losses
 
 
-def _text_model(tiny, pooling, seed=3):
-    torch.manual_seed(seed)
-    cfg = tiny("amc")
-    return build_model(cfg.replace(text=dataclasses.replace(cfg.text, pooling=pooling))).eval()
-
-
 @pytest.mark.parametrize("pooling", ["max", "last"])
 def test_query_does_not_depend_on_batch_padding(tiny, pooling):
-    model = _text_model(tiny, pooling)
+    model = _model(tiny, seed=3, text={"pooling": pooling})
     images, ids, lengths = _inputs(b=3)
     with torch.no_grad():
         batch = model(images, ids, lengths)
@@ -239,14 +235,14 @@ def test_position_embedding_needs_the_built_image_size(tiny):
 
 
 def test_last_pooling_takes_the_state_at_the_last_word(tiny):
-    model = _text_model(tiny, "last")
+    model = _model(tiny, seed=3, text={"pooling": "last"})
     _, ids, lengths = _inputs()
     with torch.no_grad():
         tokens, _ = model.text(ids, lengths)  # [B, L, H]
         (s,) = model.encode_text(ids, lengths)
         expected = model.text_project(torch.stack([tokens[i, n - 1] for i, n in enumerate(lengths.tolist())]))
         assert torch.allclose(s, expected)
-        (paper,) = _text_model(tiny, "max").encode_text(ids, lengths)
+        (paper,) = _model(tiny, seed=3).encode_text(ids, lengths)
     assert not torch.allclose(s, paper)  # the paper's max-pool is another vector
 
 

@@ -8,9 +8,10 @@ one run, side by side, with recall in the same table.
 A *target* is ``(label, backend, bundle, options)``. Backends (``BACKEND_OPTIONS``): ``torch`` (the
 bundle's source checkpoint in PyTorch eager, FP32: how the research repositories run it),
 ``torch-compile`` (the same model through ``torch.compile``), ``onnxruntime`` (the bundle's graphs;
-``provider=cpu|cuda``), ``c`` (libtgir through ctypes: AOTInductor packages or TensorRT engines) and
-``tensorrt`` (the bundle's engines from Python). Presets: ``cpu`` = torch, onnxruntime, c; ``gpu`` =
-torch, torch-compile, onnxruntime and c on CUDA, and tensorrt.
+``provider=cpu|cuda``), ``aoti`` (the bundle's AOTInductor packages through torch's loader: libtgir's
+kernels without building libtgir), ``c`` (libtgir through ctypes: AOTInductor packages or TensorRT
+engines) and ``tensorrt`` (the bundle's engines from Python). Presets: ``cpu`` = torch, onnxruntime,
+c; ``gpu`` = torch, torch-compile, onnxruntime, aoti and c on CUDA, and tensorrt.
 
 Stages, per batch B (``bench_measure``): ``image_encode`` (B gallery images -> embeddings),
 ``query_compose`` (B reference images + texts -> query embeddings: image graph, tokenizer, text graph,
@@ -26,8 +27,11 @@ Library code: no click; the command line (``tgir.cli.bench``) builds one frozen 
 Result (JSON, schema ``tgir-bench/1``): ``schema, date, command`` (an equivalent command line),
 ``machine`` (cpu, logical_cpus, physical_cores, memory_gib, os, python, gpus), ``versions``,
 ``config`` (the BenchConfig), ``inputs`` (what was timed and how), ``baseline`` (label or null),
-``search_scaling`` (rows of ``search_scaling.search_scaling``), ``wall_s`` and ``targets``: one row
-per target with ``label, backend, bundle, options, status`` ("ok", "failed", "skipped"),
+``search_scaling`` (rows of ``search_scaling.search_scaling``), ``search_scaling_skipped`` (sizes the
+deadline left out), ``complete`` (false in the files rewritten after each target while the run goes
+on), ``wall_s`` and ``targets``: one row per target with ``label, backend, bundle, options, status``
+("ok"; "partial": stopped by its timeout or the deadline, or crashed, after measuring some stages,
+kept in ``results``; "failed"; "skipped"),
 ``reason`` (null when ok), ``precision, device, versions, threads, embed_dim, open_s,
 peak_rss_before_open_mib, peak_rss_mib, gpu_memory`` ({mib, source} on a GPU, else null),
 ``accuracy`` ({"R@1", "R@5", "R@10", "R@50", queries, gallery, ...} or {"error"} or null),
@@ -61,6 +65,7 @@ from tgir.errors import TgirUserError, unknown_choice
 SCHEMA = "tgir-bench/1"
 STAGES = ("image_encode", "query_compose", "search", "end_to_end")
 PROGRESS_PREFIX = "@tgir-bench@ "
+MEASURED = ("ok", "partial")  # statuses of rows with timings (partial: stopped part-way, see its reason)
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _INT = re.compile(r"^\d+$")
 # backend -> option -> allowed values (None: checked by the pattern in _check_option)
@@ -71,12 +76,14 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[str, ...] | None]] = {
     "onnxruntime": {"provider": ("cpu", "cuda", "auto"), "threads": None,
                     "level": ("disable", "basic", "extended", "all"), "fused": ("on", "off")},
     "c": {"device": None, "threads": None, "engine": ("auto", "aoti", "tensorrt"), "library": ()},
+    "aoti": {"device": None, "threads": None},
     "tensorrt": {"device": None},
 }
 COMMON_OPTIONS: dict[str, tuple[str, ...] | None] = {"search": SEARCH_METHODS}  # every backend takes these
 PRESETS = {
     "cpu": ("torch", "onnxruntime", "c"),
-    "gpu": ("torch,device=cuda", "torch-compile,device=cuda", "onnxruntime,provider=cuda", "c,device=cuda",
+    "gpu": ("torch,device=cuda", "torch-compile,device=cuda", "onnxruntime,provider=cuda", "aoti,device=cuda",
+            "c,device=cuda",
             "tensorrt,device=cuda"),
 }
 CHECKPOINT_BACKENDS = ("torch", "torch-compile")  # run the bundle's source checkpoint, not its graphs
@@ -122,6 +129,10 @@ class BenchConfig:
         baseline: Label of the target speedups are relative to (None: the first ``torch`` target).
         isolate: One subprocess per target (own peak RSS, crash containment); False: in this process.
         timeout_s: Wall-clock limit of one target's subprocess (0: none).
+        deadline_s: Wall-clock budget of the whole run (0: none), for machines lent by the minute: a
+            target not started by then is reported ``skipped``, a running one (isolated) is stopped at
+            it and keeps the rows it measured (status ``partial``), and search-scaling sizes not
+            started by then are left out (``search_scaling_skipped``).
         seed: Seed of the synthetic images, texts and galleries.
     """
 
@@ -142,6 +153,7 @@ class BenchConfig:
     baseline: str | None = None
     isolate: bool = True
     timeout_s: float = 0
+    deadline_s: float = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -154,7 +166,8 @@ class BenchConfig:
         if not self.batches or min(self.batches) < 1:
             raise TgirUserError(f"batch sizes must be >= 1, got {list(self.batches)}")
         limits = (("iters", self.iters, 1), ("warmup", self.warmup, 0), ("gallery", self.gallery, 1), ("k", self.k, 1),
-                  ("threads", self.threads, 0), ("search-iters", self.search_iters, 1))
+                  ("threads", self.threads, 0), ("search-iters", self.search_iters, 1),
+                  ("timeout", self.timeout_s, 0), ("deadline", self.deadline_s, 0))
         for name, value, low in limits:
             if value < low:
                 raise TgirUserError(f"--{name} must be >= {low}, got {value}")
@@ -319,7 +332,7 @@ def config_command(cfg: BenchConfig) -> str:
     flags = {"batches": "--batch", "iters": "--iters", "warmup": "--warmup", "gallery": "--gallery", "k": "-k",
              "threads": "--threads", "search": "--search", "data": "--data", "dataset": "--dataset", "split": "--split",
              "search_sizes": "--search-sizes", "search_iters": "--search-iters", "baseline": "--baseline",
-             "timeout_s": "--timeout"}
+             "timeout_s": "--timeout", "deadline_s": "--deadline"}
     for name, flag in flags.items():
         value = getattr(cfg, name)
         if value != getattr(defaults, name) or name in ("batches", "iters", "warmup"):
@@ -334,33 +347,59 @@ def config_command(cfg: BenchConfig) -> str:
 Progress = Callable[[dict], None]
 
 
-def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
+def run_bench(cfg: BenchConfig, progress: Progress | None = None,
+              partial: Callable[[dict], None] | None = None) -> dict:
     """Measure every target (each in its own process unless ``cfg.isolate`` is False), then the search
-    scaling table; returns the JSON-ready result (schema ``tgir-bench/1``, see the module docstring)."""
-    from tgir.benchmarks.machine import machine_facts, versions
+    scaling table; returns the JSON-ready result (schema ``tgir-bench/1``, see the module docstring).
+
+    Args:
+        cfg: The run.
+        progress: Called with each progress event (dicts with an ``event`` key).
+        partial: Called after each target with the result so far (``complete`` False), so that a run
+            cut short (a lent machine taken back, a session's end) still leaves its measurements.
+    """
+    from tgir.benchmarks.search_scaling import search_scaling
 
     emit = progress or (lambda event: None)
     started = time.time()
-    rows = []
+    end = time.monotonic() + cfg.deadline_s if cfg.deadline_s else None
+    rows: list[dict] = []
     for n, target in enumerate(cfg.targets, 1):
         emit({"event": "target", "target": target.label, "index": n, "total": len(cfg.targets)})
-        if cfg.isolate:
-            row = _run_isolated(target, cfg, emit)
-        else:
-            from tgir.benchmarks.bench_measure import run_target
-
-            row = run_target(target, cfg, emit)
+        row = _measure(target, cfg, emit, end)
         emit({"event": "target_done", "target": target.label, "status": row["status"], "reason": row.get("reason")})
         rows.append(row)
-    baseline = cfg.baseline_label()
-    add_speedups(rows, baseline)
+        if partial:
+            partial(_result(cfg, rows, [], started, complete=False))
     scaling = []
     if cfg.search_sizes:
-        from tgir.benchmarks.search_scaling import search_scaling
-
         dim = next((r["embed_dim"] for r in rows if r.get("embed_dim")), 512)
         scaling = search_scaling(cfg.search_sizes, dim, cfg.batches, cfg.search_iters, min(cfg.warmup, 5), cfg.k,
-                                 emit, cfg.seed, cfg.threads)
+                                 emit, cfg.seed, cfg.threads, deadline=end)
+    return _result(cfg, rows, scaling, started, complete=True)
+
+
+def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None) -> dict:
+    """One target's row; ``skipped`` when the run's deadline (``end``, monotonic) has passed."""
+    left = None if end is None else end - time.monotonic()
+    if left is not None and left <= 0:
+        return failed_row(target, "skipped", f"not started: the run's --deadline of {cfg.deadline_s:g} s was reached")
+    if cfg.isolate:
+        return _run_isolated(target, cfg, emit, left)
+    from tgir.benchmarks.bench_measure import run_target
+
+    return run_target(target, cfg, emit)
+
+
+def _result(cfg: BenchConfig, rows: list[dict], scaling: list[dict], started: float, complete: bool) -> dict:
+    """The JSON-ready result of the targets measured so far."""
+    from tgir.benchmarks.machine import machine_facts, versions
+
+    rows = [dict(r, results=[dict(x) for x in r.get("results", [])]) for r in rows]
+    baseline = cfg.baseline_label()
+    add_speedups(rows, baseline)
+    done = {s["gallery"] for s in scaling}
+    skipped = [n for n in cfg.search_sizes if n not in done] if complete else []
     inputs = {"source": f"{cfg.dataset} {cfg.split} split ({cfg.data})" if cfg.data else "synthetic",
               "images_decoded_before_timing": True,
               "timed": "preprocessing + tokenizer + graphs, and for search/end_to_end the top-k search",
@@ -374,12 +413,13 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict:
     return {"schema": SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "command": config_command(cfg), "machine": machine_facts(), "versions": versions(),
             "config": cfg.to_dict(), "inputs": inputs, "baseline": baseline, "targets": rows,
-            "search_scaling": scaling, "wall_s": round(time.time() - started, 1)}
+            "search_scaling": scaling, "search_scaling_skipped": skipped, "complete": complete,
+            "wall_s": round(time.time() - started, 1)}
 
 
 def add_speedups(rows: list[dict], baseline: str | None) -> None:
     """``speedup_vs_baseline`` (baseline p50 / row p50) on every result row with a baseline row."""
-    base = next((r for r in rows if r["label"] == baseline and r["status"] == "ok"), None)
+    base = next((r for r in rows if r["label"] == baseline and r["status"] in MEASURED), None)
     ref = {(x["stage"], x["batch"]): x["p50_ms"] for x in base["results"]} if base else {}
     for row in rows:
         for res in row.get("results", []):
@@ -392,8 +432,13 @@ def failed_row(target: Target, status: str, reason: str) -> dict:
     return {**target.to_dict(), "status": status, "reason": reason, "results": []}
 
 
-def _run_isolated(target: Target, cfg: BenchConfig, emit: Progress) -> dict:
-    """Run one target in ``python -m tgir.benchmarks.bench --one``; relay its progress lines."""
+def _run_isolated(target: Target, cfg: BenchConfig, emit: Progress, left: float | None = None) -> dict:
+    """Run one target in ``python -m tgir.benchmarks.bench --one``; relay its progress lines.
+
+    ``left``: seconds to the run's deadline. A child stopped by it or by ``cfg.timeout_s``, or one that
+    crashes, keeps the stage rows it reported (status ``partial``)."""
+    limits = [x for x in (cfg.timeout_s or None, left) if x is not None]
+    limit = min(limits) if limits else None
     with tempfile.TemporaryDirectory(prefix="tgir-bench-") as tmp:
         job, out = Path(tmp, "job.json"), Path(tmp, "result.json")
         job.write_text(json.dumps({"target": target.to_dict(), "config": cfg.to_dict()}))
@@ -406,14 +451,16 @@ def _run_isolated(target: Target, cfg: BenchConfig, emit: Progress) -> dict:
             killed.set()
             proc.kill()
 
-        timer = threading.Timer(cfg.timeout_s, kill) if cfg.timeout_s else None
+        timer = threading.Timer(limit, kill) if limit else None
         if timer:
             timer.start()
         tail: collections.deque[str] = collections.deque(maxlen=20)
+        seen: list[dict] = []  # the child's progress events: what it measured before any failure
         try:
             for line in proc.stdout:  # type: ignore[union-attr]
                 if line.startswith(PROGRESS_PREFIX):
-                    emit(json.loads(line[len(PROGRESS_PREFIX):]))
+                    seen.append(json.loads(line[len(PROGRESS_PREFIX):]))
+                    emit(seen[-1])
                 elif line.strip():
                     tail.append(line.rstrip())
             code = proc.wait()
@@ -424,15 +471,32 @@ def _run_isolated(target: Target, cfg: BenchConfig, emit: Progress) -> dict:
                 proc.kill()
         if out.is_file():
             return json.loads(out.read_text())
-        if killed.is_set():
-            return failed_row(target, "failed", f"timed out after {cfg.timeout_s:g} s")
+    if killed.is_set():
+        by_deadline = left is not None and limit == left
+        why = (f"stopped at the run's --deadline of {cfg.deadline_s:g} s" if by_deadline
+               else f"timed out after {limit:g} s")
+    else:
         why = f"exited with code {code}"
         if code < 0:
             try:
                 why = f"killed by {signal.Signals(-code).name}"
             except ValueError:
                 why = f"killed by signal {-code}"
-        return failed_row(target, "failed", f"{why}: {tail[-1]}" if tail else why)
+        why = f"{why}: {tail[-1]}" if tail else why
+    return _cut_short(target, why, seen)
+
+
+def _cut_short(target: Target, why: str, events: list[dict]) -> dict:
+    """The row of a child that ended without a result: ``failed``, or ``partial`` with the stage rows
+    its progress events carried."""
+    stages = [e for e in events if e.get("event") == "stage" and "result" in e]
+    if not stages:
+        return failed_row(target, "failed", why)
+    opened = next((e for e in events if e.get("event") == "open"), {})
+    row = failed_row(target, "partial", f"{why} ({len(stages)} of {stages[-1]['total']} stage rows measured)")
+    row.update(precision=opened.get("precision"), device=opened.get("device"), open_s=opened.get("open_s"),
+               accuracy=None, results=[e["result"] for e in stages])
+    return row
 
 
 def _child_main(argv: Sequence[str]) -> int:

@@ -86,7 +86,8 @@ def run_target(target: Target, cfg: BenchConfig, emit: Callable[[dict], None]) -
         opened = open_target(target, cfg)
         row.update(open_s=round(time.perf_counter() - start, 3), precision=opened.precision, device=opened.device,
                    versions=opened.versions, threads=opened.threads, notes=opened.notes)
-        emit({"event": "open", "target": target.label, "open_s": row["open_s"], "device": opened.device})
+        emit({"event": "open", "target": target.label, "open_s": row["open_s"], "device": opened.device,
+              "precision": opened.precision})
         measure_stages(opened, split, cfg, target.label, row, emit)
         row["peak_rss_mib"] = _rss_mib()
         row["gpu_memory"] = gpu_memory(opened)
@@ -120,19 +121,20 @@ def open_target(target: Target, cfg: BenchConfig) -> Opened:
         return _open_ort(target, manifest, threads)
     if target.backend == "c":
         return _open_c(target, manifest, threads)
+    if target.backend == "aoti":
+        return _open_aoti(target, manifest, threads)
     if target.backend == "tensorrt":
         return _open_trt(target, manifest)
     raise TgirUserError(f"unknown backend {target.backend!r}")
 
 
-def _torch_runner_class():
+def _evented(base: type) -> type:
+    """``base`` (a runner with ``device`` and ``_forward(graph, args)``: PyTorch eager, AOTInductor) whose
+    graph calls record CUDA events around copy in, model and copy out while ``events`` is a list (the
+    same work as ``base._run``, split in three)."""
     import torch
-    from tgir.runtime.reference import TorchRunner
 
-    class BenchTorchRunner(TorchRunner):
-        """TorchRunner whose graph calls record CUDA events around copy in, model and copy out while
-        ``events`` is a list (the same work as ``TorchRunner._run``, split in three)."""
-
+    class Evented(base):
         events: list | None = None
 
         def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -149,38 +151,66 @@ def _torch_runner_class():
             self.events.append(marks)
             return host
 
-    return BenchTorchRunner
+    return Evented
 
 
-def _open_torch(target: Target, manifest: Manifest, threads: int) -> Opened:
+def _cuda_facts(torch, device: str) -> tuple[str, dict]:
+    """``("cuda:N (name)", versions)`` of a CUDA device; the allocator's peak is reset for it."""
+    torch.cuda.reset_peak_memory_stats(device)
+    index = torch.device(device).index
+    index = torch.cuda.current_device() if index is None else index
+    return (f"cuda:{index} ({torch.cuda.get_device_name(index)})",
+            {"torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()})
+
+
+def _require_torch(device: str):
+    """The torch module, or ``Skip`` when it or the CUDA device ``device`` asks for is missing."""
     try:
         import torch
     except ImportError:
         raise Skip("PyTorch is not installed") from None
-    device = target.option("device", "cpu")
-    cuda = device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise Skip(f"no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() is False)")
+    return torch
+
+
+def _open_aoti(target: Target, manifest: Manifest, threads: int) -> Opened:
+    device = target.option("device", "cpu")
+    torch = _require_torch(device)
+    from tgir.export.aoti import AotiRunner
+
+    cuda = device.startswith("cuda")
     if threads:
         torch.set_num_threads(threads)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    runner = _torch_runner_class()(target.bundle, device=device, manifest=manifest)
+    name, versions = _cuda_facts(torch, device) if cuda else ("cpu", {"torch": torch.__version__})
+    try:
+        runner = _evented(AotiRunner)(target.bundle, device=device, manifest=manifest)
+    except TgirUserError as err:
+        raise Skip(str(err)) from None
+    return Opened(runner, manifest.aoti.get("precision", "fp32"), name, versions, torch.get_num_threads(),
+                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None,
+                  notes=["AOTInductor packages of the fp32 model (tgir-export aoti) run from Python through "
+                         "torch's loader: the kernels libtgir runs, with Python's host overhead"])
+
+
+def _open_torch(target: Target, manifest: Manifest, threads: int) -> Opened:
+    device = target.option("device", "cpu")
+    torch = _require_torch(device)
+    from tgir.runtime.reference import TorchRunner
+
+    cuda = device.startswith("cuda")
+    if threads:
+        torch.set_num_threads(threads)
+    name, versions = _cuda_facts(torch, device) if cuda else ("cpu", {"torch": torch.__version__})
+    runner = _evented(TorchRunner)(target.bundle, device=device, manifest=manifest)
     notes = ["PyTorch eager runs the bundle's source checkpoint in fp32 (AMC's router eagerly, experts as needed)"]
     if target.backend == "torch-compile":
         mode = target.option("mode", "default")
-        for name in ("encode_image", "encode_text", "compose"):
-            setattr(runner.model, name, torch.compile(getattr(runner.model, name),
-                                                      mode=None if mode == "default" else mode))
+        for method in ("encode_image", "encode_text", "compose"):
+            setattr(runner.model, method, torch.compile(getattr(runner.model, method),
+                                                        mode=None if mode == "default" else mode))
         notes.append(f"torch.compile(mode={mode!r}) of encode_image, encode_text and compose; compiled during "
                      "the warm-up runs (see first_call_ms), recompiled per new batch size")
-    versions = {"torch": torch.__version__}
-    name = "cpu"
-    if cuda:
-        index = torch.device(device).index
-        index = torch.cuda.current_device() if index is None else index
-        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-        versions.update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return Opened(runner, "fp32", name, versions, torch.get_num_threads(),
                   sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None, notes=notes)
 
@@ -342,7 +372,7 @@ def measure_stages(opened: Opened, split, cfg: BenchConfig, label: str, row: dic
                 row["results"].append(result)
                 done += 1
                 emit({"event": "stage", "target": label, "stage": stage, "batch": batch, "done": done, "total": total,
-                      "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"]})
+                      "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "result": result})
 
 
 def gpu_memory(opened: Opened) -> dict | None:

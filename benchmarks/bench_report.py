@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tgir.benchmarks.bench import STAGES
+from tgir.benchmarks.bench import MEASURED, STAGES
 
 from tgir.errors import TgirUserError
 
@@ -67,27 +67,36 @@ def markdown(result: dict) -> str:
     lines = [f"### tgir bench, {result['date'][:10]}", "", *header(result), "", "| " + " | ".join(cols) + " |",
              "|" + "---|" * len(cols)]
     for row in rows:
-        if row["status"] != "ok":
+        if row["status"] not in MEASURED:
             continue
         res, acc = _results(row), row.get("accuracy") or {}
+        name = f"`{row['label']}`" + (" (partial)" if row["status"] == "partial" else "")
         for batch in result["config"]["batches"]:
+            if not any(b == batch for _, b in res):
+                continue  # a partial row that stopped before this batch
             e2e = res.get(("end_to_end", batch), {})
             speed = e2e.get("speedup_vs_baseline")
-            cells = [f"`{row['label']}`", row["backend"], row.get("precision") or "-", row.get("device") or "-",
+            cells = [name, row["backend"], row.get("precision") or "-", row.get("device") or "-",
                      str(batch), *(_ms(res.get((s, batch), {}).get("p50_ms")) for s in STAGES),
                      _ms(e2e.get("p90_ms")), _ms(e2e.get("p99_ms")), _num(e2e.get("throughput_per_s"), 1),
                      "-" if speed is None else f"{speed:.2f}", _num(row.get("peak_rss_mib")),
                      *([_num((row.get("gpu_memory") or {}).get("mib"))] if gpu else []),
                      "error" if "error" in acc else _num(acc.get("R@1"), 2), _num(acc.get("R@10"), 2)]
             lines.append("| " + " | ".join(cells) + " |")
+    if not result.get("complete", True):
+        lines += ["", f"**Run in progress or cut short: {len(rows)} of {len(result['config']['targets'])} "
+                  "targets done.**"]
     missing = [r for r in rows if r["status"] != "ok"]
     if missing:
-        lines += ["", "Not measured:"]
+        lines += ["", "Not measured, or cut short:"]
         lines += [f"- `{r['label']}` ({r['backend']}, {r['bundle']}): {r['status']}: {r['reason']}" for r in missing]
     errors = [r for r in rows if "error" in (r.get("accuracy") or {})]
     lines += [f"- `{r['label']}`: recall not measured: {r['accuracy']['error']}" for r in errors]
     lines += gpu_split_table(rows)
     lines += scaling_table(result.get("search_scaling") or [])
+    if result.get("search_scaling_skipped"):
+        lines += ["", "Search scaling not measured (the run's --deadline was reached): galleries of "
+                  + ", ".join(f"{n:,}" for n in result["search_scaling_skipped"])]
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +162,7 @@ def plot(result: dict, path: str | Path) -> Path:
 
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # 20, 30, 40 rather than 2x10^1 on log axes
 
-    rows = [r for r in result["targets"] if r["status"] == "ok"]
+    rows = [r for r in result["targets"] if r["status"] in MEASURED]
     batches = result["config"]["batches"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     for row in rows:

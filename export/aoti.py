@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tgir.export.graphs import graph_modules
 from tgir.export.onnx import _examples
+from tgir.runtime.base import Runner
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
 from tgir.manifest import GRAPHS, Manifest
@@ -215,6 +217,52 @@ def load_shared_object(path: str | Path, device: str = "cpu"):
         kernels = Path(path).with_suffix("")  # aoti/<graph>/ when kernels were left outside the object
         return aoti.AOTIModelContainerRunnerCuda(str(path), 1, "cuda", str(kernels) if kernels.is_dir() else "")
     return aoti.AOTIModelContainerRunnerCpu(str(path), 1)
+
+
+class AotiRunner(Runner):
+    """A bundle's AOTInductor graphs run from Python through torch's loader, behind the runner protocol:
+    the compiled kernels libtgir runs, measurable where libtgir cannot be built (``tgir bench``'s
+    ``aoti`` backend).
+
+    Args:
+        folder: Bundle directory with an ``aoti`` section (``tgir-export aoti``).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; the packages must be compiled for its kind.
+        manifest: The bundle's manifest, when the caller already loaded it.
+
+    Raises:
+        TgirUserError: No packages, packages for the other device kind or out of date, no CUDA.
+    """
+
+    backend = "aoti"
+
+    def __init__(self, folder: str | Path, device: str = "cpu", manifest: Manifest | None = None) -> None:
+        super().__init__(folder, manifest)
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        require_device(kind)
+        fix = f"`tgir-export aoti --bundle {self.folder} --device {kind} --force`"
+        if not self.manifest.aoti:
+            raise TgirUserError(f"{self.folder} has no AOTInductor packages; compile them with {fix}")
+        stale = stale_reason(self.manifest, kind)
+        if stale:
+            raise TgirUserError(f"{self.folder}'s AOTInductor packages do not fit this machine ({stale}: compiled "
+                                f"for {self.manifest.aoti.get('device')}, torch {self.manifest.aoti.get('torch')}); "
+                                f"recompile with {fix}")
+        self.device = device
+        with torch.cuda.device(torch.device(device)) if kind == "cuda" else contextlib.nullcontext():
+            self._objects = {name: load_shared_object(self.folder / g["file"], kind)
+                             for name, g in self.manifest.aoti["graphs"].items()}
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
+        return [o.float().cpu().numpy() for o in self._forward(graph, args)]
+
+    def _forward(self, graph: str, args: list) -> tuple:
+        """One compiled graph on device tensors in contract order; outputs on device."""
+        with torch.no_grad():
+            return tuple(self._objects[graph].run(args))
+
+    def close(self) -> None:
+        self._objects = {}
 
 
 def _check_parity(name: str, module: torch.nn.Module, args: tuple[torch.Tensor, ...], so: Path,

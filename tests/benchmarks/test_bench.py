@@ -8,6 +8,7 @@ import math
 import os
 import stat
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,7 +104,7 @@ def test_parse_backends_and_presets():
     assert parse_backends("torch,onnxruntime,provider=cuda,threads=1") == [
         ("torch", ()), ("onnxruntime", (("provider", "cuda"), ("threads", "1")))]
     assert [b for b, _ in parse_backends("cpu")] == ["torch", "onnxruntime", "c"]
-    assert len(parse_backends("gpu")) == 5
+    assert [b for b, _ in parse_backends("gpu")] == ["torch", "torch-compile", "onnxruntime", "aoti", "c", "tensorrt"]
     with pytest.raises(TgirUserError, match="unknown backend 'nope'"):
         parse_backends("torch,nope")
     with pytest.raises(TgirUserError, match="no option 'provider'"):
@@ -363,6 +364,61 @@ def test_a_target_past_its_timeout_is_reported(tmp_path, monkeypatch):
     assert (row["status"], row["reason"]) == ("failed", "timed out after 0.5 s")
 
 
+def _stage_event(stage: str, batch: int, done: int, total: int = 8) -> dict:
+    result = {"stage": stage, "batch": batch, "iters": 3, "mean_ms": 2.0, "p50_ms": 2.0, "p90_ms": 2.5,
+              "p99_ms": 3.0, "throughput_per_s": batch / 0.002, "first_call_ms": 9.0, "gpu_split": None}
+    return {"event": "stage", "target": "x", "stage": stage, "batch": batch, "done": done, "total": total,
+            "p50_ms": 2.0, "p99_ms": 3.0, "result": result}
+
+
+def _slow_child(tmp_path, monkeypatch, stages: int) -> None:
+    """``sys.executable`` -> a child that opens, reports ``stages`` stage rows, then hangs."""
+    events = [{"event": "open", "target": "x", "open_s": 0.1, "device": "cpu", "precision": "int8"}]
+    events += [_stage_event(s, 1, n + 1) for n, s in enumerate(bench.STAGES[:stages])]
+    lines = "".join(f"echo '{bench.PROGRESS_PREFIX}{json.dumps(e)}'\n" for e in events)
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\n{lines}exec sleep 30\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(sys, "executable", str(fake))
+
+
+def test_a_target_cut_short_keeps_the_stages_it_measured(tmp_path, monkeypatch):
+    _slow_child(tmp_path, monkeypatch, stages=2)
+    t = Target("x", "onnxruntime", "/b")
+    row = bench._run_isolated(t, BenchConfig(targets=(t,), timeout_s=1), lambda e: None)
+    assert row["status"] == "partial"
+    assert row["reason"] == "timed out after 1 s (2 of 8 stage rows measured)"
+    assert [(r["stage"], r["batch"]) for r in row["results"]] == [("image_encode", 1), ("query_compose", 1)]
+    assert (row["precision"], row["device"], row["accuracy"]) == ("int8", "cpu", None)
+
+
+def test_the_deadline_stops_the_run_and_each_target_is_written_as_it_ends(tmp_path, monkeypatch):
+    _slow_child(tmp_path, monkeypatch, stages=4)
+    targets = (Target("a", "torch", "/b"), Target("b", "onnxruntime", "/b"))
+    cfg = BenchConfig(targets=targets, batches=(1,), deadline_s=1.5, search_sizes=(100,), gallery=100)
+    partial: list[dict] = []
+    result = bench.run_bench(cfg, partial=partial.append)
+    a, b = result["targets"]
+    assert a["status"] == "partial" and a["reason"].startswith("stopped at the run's --deadline of 1.5 s (4 of 8")
+    assert [r["speedup_vs_baseline"] for r in a["results"]] == [1.0] * 4  # a partial baseline still counts
+    assert b["status"] == "skipped" and "not started" in b["reason"] and b["results"] == []
+    assert result["search_scaling"] == [] and result["search_scaling_skipped"] == [100] and result["complete"]
+    assert [len(p["targets"]) for p in partial] == [1, 2] and not any(p["complete"] for p in partial)
+    assert "--deadline 1.5" in result["command"]
+    text = bench_report.markdown(result)
+    assert "| `a` (partial) | torch | int8 | cpu | 1 |" in text
+    assert "- `b` (onnxruntime, /b): skipped: not started" in text
+    assert "Search scaling not measured (the run's --deadline was reached): galleries of 100" in text
+    assert "cut short: 1 of 2 targets done" in bench_report.markdown(partial[0])
+
+
+def test_search_scaling_stops_at_its_deadline():
+    events: list[dict] = []
+    rows = search_scaling((50, 60), dim=4, batches=(1,), iters=1, warmup=0, k=2, progress=events.append,
+                          deadline=time.monotonic() - 1)
+    assert rows == [] and events == [{"event": "search_scaling_skipped", "sizes": [50, 60]}]
+
+
 def test_search_scaling_rows():
     rows = search_scaling((200, 500), dim=8, batches=(1, 3), iters=2, warmup=1, k=5)
     assert [(r["gallery"], r["batch"]) for r in rows] == [(200, 1), (200, 3), (500, 1), (500, 3)]
@@ -408,7 +464,7 @@ def test_cli_runs_and_writes_json_and_markdown(tiny_amc_bundle, tmp_path, capsys
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
-    assert result["targets"][0]["status"] == "ok" and result["config"]["search"] == "int8"
+    assert result["complete"] and result["targets"][0]["status"] == "ok" and result["config"]["search"] == "int8"
     assert result["targets"][0]["search"] == "int8" and result["targets"][0]["search_same_as_exact"] == 1.0
     assert result["search_scaling"][0]["gallery"] == 50 and result["search_scaling"][0]["dim"] == 32
     assert "[1/1] ort" in err and "end_to_end" in err and "search scaling: gallery 50" in err

@@ -240,3 +240,49 @@ def test_fp16_bundle_does_not_inherit_the_objects(tiny_aoti_bundle, tmp_path):
     new = fp16_from_bundle(tiny_aoti_bundle, tmp_path / "fp16")
     assert new.aoti == {} and not any(f.startswith("aoti/") for f in new.files)
     assert not (tmp_path / "fp16" / "aoti").exists() and Manifest.load(tmp_path / "fp16").aoti == {}
+
+
+# -- the objects behind the runner protocol (tgir bench's ``aoti`` backend) --------------------------
+def test_aoti_runner_matches_onnx_runtime_on_whole_queries(tiny_aoti_bundle, tiny_css2d):
+    from tgir.data.registry import load_split
+
+    split = load_split("css2d", tiny_css2d, "test")
+    refs = [split.images[q.ref].path for q in split.queries[:6]]
+    texts = [q.text for q in split.queries[:6]]
+    ort_runner = OrtRunner(tiny_aoti_bundle, OrtOptions(provider="cpu"))
+    with aoti.AotiRunner(tiny_aoti_bundle) as runner:
+        assert runner.backend == "aoti" and runner.device == "cpu"
+        for batch in (1, 6):
+            want = ort_runner.encode_queries(refs[:batch], texts[:batch])
+            got = runner.encode_queries(refs[:batch], texts[:batch])
+            assert got.shape == want.shape and np.abs(got - want).max() <= 1e-4
+        gallery = runner.encode_images(refs)
+        assert np.abs(gallery - ort_runner.encode_images(refs)).max() <= 1e-4
+        with pytest.raises(TgirUserError, match="inputs are"):  # validated before the object runs
+            runner.run("image_encoder", {"pixels": np.zeros((1, 3, 64, 64), np.float32)})
+
+
+def test_aoti_runner_refuses_missing_foreign_or_stale_objects(tiny_aoti_bundle, tiny_amc_bundle, tmp_path,
+                                                             monkeypatch):
+    with pytest.raises(TgirUserError, match="has no AOTInductor packages; compile them with `tgir-export aoti"):
+        aoti.AotiRunner(tiny_amc_bundle)
+    if not torch.cuda.is_available():
+        with pytest.raises(TgirUserError, match=r"torch\.cuda\.is_available"):
+            aoti.AotiRunner(tiny_aoti_bundle, device="cuda")
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    with pytest.raises(TgirUserError, match=r"do not fit this machine \(torch differs: compiled for cpu, torch "):
+        aoti.AotiRunner(tiny_aoti_bundle)
+
+
+def test_bench_aoti_target_runs_and_reports_a_bundle_without_objects(tiny_aoti_bundle, tiny_amc_bundle):
+    from tgir.benchmarks import bench
+    from tgir.benchmarks.bench import BenchConfig, Target
+
+    targets = (Target("aoti", "aoti", str(tiny_aoti_bundle), (("threads", "1"),)),
+               Target("bare", "aoti", str(tiny_amc_bundle)))
+    result = bench.run_bench(BenchConfig(targets=targets, isolate=False, batches=(1, 2), iters=2, warmup=1,
+                                         gallery=20, k=3))
+    ok, bare = result["targets"]
+    assert ok["status"] == "ok" and (ok["precision"], ok["device"], ok["threads"]) == ("fp32", "cpu", 1)
+    assert len(ok["results"]) == 8 and all(r["gpu_split"] is None for r in ok["results"])
+    assert bare["status"] == "skipped" and "tgir-export aoti" in bare["reason"]

@@ -19,10 +19,12 @@ Targets: --bundle DIR (repeatable) x --backend LIST, and/or --target SPEC (repea
     torch-compile  the same through torch.compile (device, mode=default|reduce-overhead|max-autotune, threads)
     onnxruntime    the bundle's graphs (provider=cpu|cuda, level=all|extended|basic|disable, threads,
                    fused=on|off: whole queries through the bundle's fused query graph when it has one)
+    aoti           the bundle's AOTInductor packages (tgir-export aoti) through torch's loader
+                   (device=cpu|cuda[:N], threads): libtgir's kernels, no libtgir build needed
     c              libtgir via ctypes: AOTInductor packages (tgir-export aoti) or engines
                    (device=cpu|cuda[:N], engine=auto|aoti|tensorrt, library=PATH, threads)
     tensorrt       the bundle's TensorRT engines (device=cuda[:N])
-    presets: cpu = torch,onnxruntime,c (the default); gpu = the five on CUDA.
+    presets: cpu = torch,onnxruntime,c (the default); gpu = the six on CUDA.
     PyTorch backends run the source checkpoint, so they are measured on the first --bundle only.
   --target [LABEL=]BACKEND[,KEY=VALUE...]:BUNDLE, e.g. int8=onnxruntime:/tmp/b/int8,
     gpu-eager=torch,device=cuda:/tmp/b/fp32.
@@ -71,15 +73,19 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
 @click.option("--isolate/--no-isolate", default=True, show_default=True,
               help="One process per target (own peak RSS; crashes contained) or all in this one.")
 @click.option("--timeout", default=0.0, show_default=True, help="Seconds one target may take (0: no limit).")
+@click.option("--deadline", default=0.0, show_default=True,
+              help="Seconds the whole run may take (0: no limit): later targets are skipped, a running one is "
+                   "stopped and keeps what it measured, and --json/--markdown are rewritten after each target.")
 @click.option("--seed", default=0, show_default=True, help="Seed of synthetic inputs and galleries.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON ('-': stdout).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown table here too.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), help="Write a PNG: latency vs batch, R@1 vs p50.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, threads, data, dataset, split, accuracy,
-          search_sizes, search_iters, baseline, isolate, timeout, seed, json_out, md_out, plot_out, quiet) -> None:
+          search_sizes, search_iters, baseline, isolate, timeout, deadline, seed, json_out, md_out, plot_out,
+          quiet) -> None:
     from tgir.benchmarks.bench import BenchConfig, parse_ints, run_bench, targets_from
-    from tgir.benchmarks.bench_report import markdown, plot, require_matplotlib
+    from tgir.benchmarks.bench_report import plot, require_matplotlib
 
     if backends and not bundles:
         raise TgirUserError("--backend applies to --bundle; give --bundle DIR, or use --target SPEC")
@@ -91,22 +97,31 @@ def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, 
                       iters=iters, warmup=warmup, gallery=gallery, k=k, search=method, threads=threads, data=data,
                       dataset=dataset, split=split, accuracy=accuracy and bool(data),
                       search_sizes=parse_ints(search_sizes, "--search-sizes", allow_empty=True),
-                      search_iters=search_iters, baseline=baseline, isolate=isolate, timeout_s=timeout, seed=seed)
-    result = run_bench(cfg, None if quiet else _progress)
-    table = markdown(result)
-    if json_out == "-":
-        click.echo(json.dumps(result, indent=2))
-    else:
-        click.echo(table, nl=False)
-        if json_out:
-            Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
-    if md_out:
-        Path(md_out).write_text(table)
+                      search_iters=search_iters, baseline=baseline, isolate=isolate, timeout_s=timeout,
+                      deadline_s=deadline, seed=seed)
+    files = (None if json_out == "-" else json_out, md_out)
+    result = run_bench(cfg, None if quiet else _progress, lambda part: _write(part, *files))
+    table = _write(result, *files)
+    click.echo(json.dumps(result, indent=2) if json_out == "-" else table, nl=json_out == "-")
     if plot_out:
         plot(result, plot_out)
     written = [p for p in (json_out, md_out, plot_out) if p and p != "-"]
     if written and not quiet:
         click.echo(f"written: {', '.join(written)}", err=True)
+
+
+def _write(result: dict, json_out: str | None, md_out: str | None) -> str:
+    """Write the result (whole or so far) to the files asked for, each replaced at once; returns the
+    Markdown table."""
+    from tgir.benchmarks.bench_report import markdown
+
+    table = markdown(result)
+    for path, text in ((json_out, json.dumps(result, indent=2) + "\n"), (md_out, table)):
+        if path:
+            tmp = Path(path).with_name(Path(path).name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+    return table
 
 
 def _progress(event: dict) -> None:
@@ -129,6 +144,8 @@ def _progress(event: dict) -> None:
         faiss = "-" if event["faiss_p50_ms"] is None else f"{event['faiss_p50_ms']:.3f} ms"
         line = (f"search scaling: gallery {event['gallery']:,} batch {event['batch']}: numpy p50 "
                 f"{event['exact_p50_ms']:.3f} ms, FAISS p50 {faiss}, int8 p50 {event.get('int8_p50_ms', 0):.3f} ms")
+    elif kind == "search_scaling_skipped":
+        line = f"search scaling: deadline reached, not measured: {', '.join(f'{n:,}' for n in event['sizes'])}"
     else:
         return
     click.echo(line, err=True)

@@ -5,12 +5,14 @@
 # that CMake finds them there. OpenSSL's headers are paired with this machine's own libcrypto.so.3
 # (the 3.x ABI is stable), so the library libtgir loads at run time is the system's.
 # Returns 1 (and says why) when nothing is missing, or something missing cannot be supplied.
+# DEVDEPS_SYSTEM_INCLUDE (default /usr/include): where to look for the headers (a rehearsal on a
+# machine that has them points it elsewhere to take the unpacking path).
 devdeps_cmake_args() {
-  local debs=$1 sysroot=$2 need=() crypto deb
+  local debs=$1 sysroot=$2 inc=${DEVDEPS_SYSTEM_INCLUDE:-/usr/include} need=() crypto deb
   DEVDEPS_CMAKE_ARGS=()
   DEVDEPS_CXXFLAGS=""
-  [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
-  [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+  [ -f "$inc/nlohmann/json.hpp" ] || need+=(nlohmann-json3-dev)
+  [ -f "$inc/openssl/evp.h" ] || need+=(libssl-dev)
   if [ ${#need[@]} -eq 0 ]; then
     echo "devdeps: this machine has the C runtime's headers"
     return 1

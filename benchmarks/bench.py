@@ -28,12 +28,12 @@ Result (JSON, schema ``tgir-bench/1``): ``schema, date, command`` (an equivalent
 ``machine`` (cpu, logical_cpus, physical_cores, memory_gib, os, python, gpus), ``versions``,
 ``config`` (the BenchConfig), ``inputs`` (what was timed and how), ``baseline`` (label or null),
 ``search_scaling`` (rows of ``search_scaling.search_scaling``), ``search_scaling_skipped`` (sizes the
-deadline left out), ``complete`` (false in the files rewritten after each target while the run goes
-on), ``wall_s`` and ``targets``: one row per target with ``label, backend, bundle, options, status``
-("ok"; "partial": stopped by its timeout or the deadline, or crashed, after measuring some stages,
-kept in ``results``; "failed"; "skipped"),
-``reason`` (null when ok), ``precision, device, versions, threads, embed_dim, open_s,
-peak_rss_before_open_mib, peak_rss_mib, gpu_memory`` ({mib, source} on a GPU, else null),
+deadline or a failure left out), ``search_scaling_error`` (why it failed, else null), ``complete``
+(false in the files rewritten after each target while the run goes on), ``wall_s`` and
+``targets``: one row per target with ``label, backend, bundle, options, status`` ("ok";
+"partial": stopped by its timeout or the deadline, or crashed, after measuring some stages, kept
+in ``results``; "failed"; "skipped"), ``reason`` (null when ok), ``precision, device, versions,
+threads, embed_dim, open_s, peak_rss_before_open_mib, peak_rss_mib, gpu_memory`` ({mib, source} on a GPU, else null),
 ``accuracy`` ({"R@1", "R@5", "R@10", "R@50", queries, gallery, ...} or {"error"} or null),
 ``notes, wall_s`` (``traceback`` for an unexpected failure) and ``results``: per batch and stage
 ``stage, batch, iters, mean_ms, std_ms, min_ms, max_ms, p50_ms, p90_ms, p99_ms,
@@ -371,12 +371,18 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None,
         rows.append(row)
         if partial:
             partial(_result(cfg, rows, [], started, complete=False))
-    scaling = []
+    scaling, error = [], None
     if cfg.search_sizes:
+        from tgir.benchmarks.bench_measure import _one_line
+
         dim = next((r["embed_dim"] for r in rows if r.get("embed_dim")), 512)
-        scaling = search_scaling(cfg.search_sizes, dim, cfg.batches, cfg.search_iters, min(cfg.warmup, 5), cfg.k,
-                                 emit, cfg.seed, cfg.threads, deadline=end)
-    return _result(cfg, rows, scaling, started, complete=True)
+        try:
+            scaling = search_scaling(cfg.search_sizes, dim, cfg.batches, cfg.search_iters, min(cfg.warmup, 5),
+                                     cfg.k, emit, cfg.seed, cfg.threads, deadline=end, rows=scaling)
+        except Exception as err:  # keep the targets' rows and the sizes done; say why the rest is missing
+            error = _one_line(err)
+            emit({"event": "search_scaling_failed", "reason": error})
+    return {**_result(cfg, rows, scaling, started, complete=True), "search_scaling_error": error}
 
 
 def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None) -> dict:

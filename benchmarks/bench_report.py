@@ -95,7 +95,9 @@ def markdown(result: dict) -> str:
     lines += gpu_split_table(rows)
     lines += scaling_table(result.get("search_scaling") or [])
     if result.get("search_scaling_skipped"):
-        lines += ["", "Search scaling not measured (the run's --deadline was reached): galleries of "
+        why = (f"failed: {result['search_scaling_error']}" if result.get("search_scaling_error")
+               else "the run's --deadline was reached")
+        lines += ["", f"Search scaling not measured ({why}): galleries of "
                   + ", ".join(f"{n:,}" for n in result["search_scaling_skipped"])]
     return "\n".join(lines) + "\n"
 

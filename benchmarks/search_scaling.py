@@ -46,10 +46,11 @@ def faiss_module():
 
 def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters: int, warmup: int, k: int,
                    progress: Callable[[dict], None] | None = None, seed: int = 0, threads: int = 0,
-                   deadline: float | None = None) -> list[dict]:
+                   deadline: float | None = None, rows: list[dict] | None = None) -> list[dict]:
     """Per gallery size and batch: latency summaries of exact numpy and FAISS flat search.
 
-    ``deadline`` (a ``time.monotonic()`` value): sizes not started by then are left out.
+    ``deadline`` (a ``time.monotonic()`` value): sizes not started by then are left out. ``rows``: a
+    list to append to (and return), so a caller keeps the sizes done when a later one raises.
 
     Returns:
         Rows ``{"gallery", "dim", "batch", "k", "exact": summary, "faiss": summary | None,
@@ -63,13 +64,13 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
         faiss.omp_set_num_threads(threads)
     rng = np.random.default_rng(seed)
     queries = unit_rows(rng, max(batches), dim)
-    rows = []
+    rows = [] if rows is None else rows
     for n, size in enumerate(sizes):
         if deadline is not None and time.monotonic() >= deadline:
             if progress:
                 progress({"event": "search_scaling_skipped", "sizes": list(sizes[n:])})
             break
-        rows += _one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads)
+        rows.extend(_one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads))
     return rows
 
 

@@ -114,12 +114,23 @@ def _check_exact(session, codes: np.ndarray) -> None:
 
 
 def _session(codes: np.ndarray, threads: int):
-    """ONNX Runtime session computing ``MatMulInteger(query_u8 [Q, D], codes [D, G]) -> int32 [Q, G]``."""
+    """ONNX Runtime session of ``search_model(codes)``."""
     try:
         import onnxruntime as ort
+    except ImportError:
+        raise TgirUserError("int8 search needs onnxruntime (pip install onnxruntime)") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(search_model(codes).SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def search_model(codes: np.ndarray):
+    """ONNX model computing ``MatMulInteger(query_u8 [Q, D], codes [D, G]) -> int32 [Q, G]``."""
+    try:
         from onnx import TensorProto, helper, numpy_helper
-    except ImportError as err:
-        raise TgirUserError(f"int8 search needs onnx and onnxruntime ({err.name} is missing)") from None
+    except ImportError:
+        raise TgirUserError("int8 search needs onnx (pip install onnx)") from None
     dim = codes.shape[0]
     node = helper.make_node("MatMulInteger", ["query", "codes", "query_zero"], ["scores"])
     graph = helper.make_graph(
@@ -129,7 +140,7 @@ def _session(codes: np.ndarray, threads: int):
         [numpy_helper.from_array(codes, "codes"),
          numpy_helper.from_array(np.array(QUERY_ZERO, np.uint8), "query_zero")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # IR 8 is opset 17's own (onnx 1.12); the installed onnx's newer default can be past what this
+    # onnxruntime reads (onnx 1.23 writes IR 14, onnxruntime 1.30 reads up to 13).
+    model.ir_version = 8
+    return model

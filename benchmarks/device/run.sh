@@ -47,6 +47,8 @@ cd "$ROOT"
 
 log() { echo "[run.sh $(date +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$LOG" >&2; }
 left() { echo $((DEADLINE - SECONDS)); }
+# A step that stops the script says where, and shows the end of the log (often all a caller sees).
+trap 'code=$?; log "FAILED (exit $code) at line $LINENO: $BASH_COMMAND"; tail -n 40 "$LOG" >&2; exit $code' ERR
 # Seconds a step may take: its own cap, but never past the deadline less what the bench needs.
 budget() { local cap=$1 reserve=$2 rest; rest=$(($(left) - reserve)); echo $((rest < cap ? (rest > 1 ? rest : 1) : cap)); }
 

@@ -28,7 +28,8 @@ using CreateFn = decltype(&AOTInductorModelContainerCreateWithDevice);
 using DeleteFn = decltype(&AOTInductorModelContainerDelete);
 using RunFn = decltype(&AOTInductorModelContainerRun);
 using CountFn = decltype(&AOTInductorModelContainerGetNumInputs);
-using LastErrorFn = decltype(&AOTInductorGetLastError);
+// Spelled out, not decltype'd: torch releases before 2.12 neither export nor declare it.
+using LastErrorFn = AOTIRuntimeError (*)(const char** error_msg);
 
 /// One compiled graph: the dlopen'ed library and its model container, shared by all clones.
 struct Graph {

@@ -412,6 +412,29 @@ def test_the_deadline_stops_the_run_and_each_target_is_written_as_it_ends(tmp_pa
     assert "cut short: 1 of 2 targets done" in bench_report.markdown(partial[0])
 
 
+def test_a_failing_search_scaling_keeps_the_targets_and_the_sizes_done(monkeypatch):
+    from tgir.benchmarks import search_scaling as module
+
+    real = module.Int8Search
+
+    def int8_or_break(gallery, threads=0):
+        if len(gallery) == 60:
+            raise RuntimeError("Unsupported model IR version: 14, max supported IR version: 13")
+        return real(gallery, threads)
+
+    monkeypatch.setattr(module, "Int8Search", int8_or_break)
+    events: list[dict] = []
+    cfg = BenchConfig(targets=(Target("missing", "onnxruntime", "/nonexistent"),), isolate=False, batches=(1,),
+                      iters=1, warmup=0, gallery=50, k=2, search_sizes=(50, 60, 70), search_iters=1)
+    result = bench.run_bench(cfg, events.append)
+    assert result["targets"][0]["status"] == "failed" and result["complete"]
+    assert [s["gallery"] for s in result["search_scaling"]] == [50] and result["search_scaling_skipped"] == [60, 70]
+    assert result["search_scaling_error"] == ("RuntimeError: Unsupported model IR version: 14, "
+                                              "max supported IR version: 13")
+    assert {"event": "search_scaling_failed", "reason": result["search_scaling_error"]} in events
+    assert "Search scaling not measured (failed: RuntimeError: Unsupported" in bench_report.markdown(result)
+
+
 def test_search_scaling_stops_at_its_deadline():
     events: list[dict] = []
     rows = search_scaling((50, 60), dim=4, batches=(1,), iters=1, warmup=0, k=2, progress=events.append,

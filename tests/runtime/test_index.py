@@ -87,6 +87,17 @@ def test_int8_bound_holds_and_prunes():
     assert zero.search(q, 5)[0].tolist() == exact_search(q, g, 5)[0].tolist()
 
 
+def test_int8_search_model_is_readable_by_older_onnxruntime():
+    """The scoring graph declares IR 8 (opset 17's), not the installed onnx's default: onnx 1.23
+    writes IR 14, which onnxruntime 1.30 (the one on the lent GPU machines) refuses to load."""
+    import onnx
+    from tgir.runtime.int8_search import search_model
+
+    model = search_model(np.zeros((16, 5), np.int8))
+    assert model.ir_version == 8 and [o.version for o in model.opset_import] == [17]
+    onnx.checker.check_model(model)
+
+
 def test_unknown_search_method():
     index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
     with pytest.raises(TgirUserError, match="unknown search method 'hnsw'; valid choices: 'exact', 'faiss', 'int8'"):

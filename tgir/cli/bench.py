@@ -144,6 +144,8 @@ def _progress(event: dict) -> None:
         faiss = "-" if event["faiss_p50_ms"] is None else f"{event['faiss_p50_ms']:.3f} ms"
         line = (f"search scaling: gallery {event['gallery']:,} batch {event['batch']}: numpy p50 "
                 f"{event['exact_p50_ms']:.3f} ms, FAISS p50 {faiss}, int8 p50 {event.get('int8_p50_ms', 0):.3f} ms")
+    elif kind == "search_scaling_failed":
+        line = f"search scaling failed: {event['reason']}"
     elif kind == "search_scaling_skipped":
         line = f"search scaling: deadline reached, not measured: {', '.join(f'{n:,}' for n in event['sizes'])}"
     else:

@@ -264,15 +264,15 @@ def _open_trt(target: Target, manifest: Manifest) -> Opened:
     device = target.option("device", "cuda")
     if device == "cpu":
         raise TgirUserError("tensorrt runs on CUDA devices only (device=cuda or cuda:N)")
-    if manifest.backend != "tensorrt":
-        raise Skip(f"{target.bundle} holds no TensorRT engines (built for {manifest.backend}); build them with "
-                   "`tgir-export build-engine --backend tensorrt`")
     from tgir.runtime.trt import TensorRTRunner, TrtOptions, tensorrt_module
 
-    try:
+    try:  # first: without TensorRT, that is the reason worth reporting
         trt = tensorrt_module()
     except TgirUserError as err:
         raise Skip(str(err)) from None
+    if manifest.backend != "tensorrt":
+        raise Skip(f"{target.bundle} holds no TensorRT engines (built for {manifest.backend}); build them with "
+                   "`tgir-export build-engine --backend tensorrt`")
     index = int(device.partition(":")[2] or 0)
     runner = TensorRTRunner(target.bundle, TrtOptions(device=index), manifest)
     return Opened(runner, manifest.precision, f"cuda:{index}", {"tensorrt": trt.__version__}, None)

@@ -22,7 +22,8 @@
 # run 600 s), BATCHES (1,8,32), ITERS (50), WARMUP (10), SEARCH_SIZES (10K,100K,1M), AOTI (1:
 # compile the AOTInductor CUDA packages; 0: skip them and their two targets), TARGET_TIMEOUT (s per
 # target, 240), WORK (scratch folder; default: a fresh temporary one), REHEARSE (1: run on a machine
-# without CUDA, where every GPU target becomes a skipped row: proves the script, measures no GPU).
+# without CUDA, where every GPU target becomes a skipped row: proves the script, measures no GPU),
+# INSTALL (1; 0 uses the tgir already installed, as the tests do).
 #
 # The C runtime needs nlohmann-json's and OpenSSL's headers. Where the machine lacks them and has
 # no network, run `bash benchmarks/device/fetch-deps.sh` beforehand on a machine with apt: it puts
@@ -38,6 +39,7 @@ SEARCH_SIZES=${SEARCH_SIZES:-10K,100K,1M}
 AOTI=${AOTI:-1}
 TARGET_TIMEOUT=${TARGET_TIMEOUT:-240}
 REHEARSE=${REHEARSE:-0}
+INSTALL=${INSTALL:-1}
 WORK=${WORK:-$(mktemp -d -t tgir-bench-XXXXXX)}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 mkdir -p "$OUT_DIR" "$WORK"
@@ -52,8 +54,12 @@ trap 'code=$?; log "FAILED (exit $code) at line $LINENO: $BASH_COMMAND"; tail -n
 # Seconds a step may take: its own cap, but never past the deadline less what the bench needs.
 budget() { local cap=$1 reserve=$2 rest; rest=$(($(left) - reserve)); echo $((rest < cap ? (rest > 1 ? rest : 1) : cap)); }
 
-log "1/5 install tgir (no dependencies)"
-pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1
+if [ "$INSTALL" = 1 ]; then
+  log "1/5 install tgir (no dependencies)"
+  pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1
+else
+  log "1/5 INSTALL=0: using the tgir installed here"
+fi
 REHEARSE=$REHEARSE python - <<'EOF' 2>&1 | tee -a "$LOG"
 import os
 import sys

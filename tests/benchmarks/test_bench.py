@@ -330,7 +330,7 @@ def test_inline_run_reports_a_crashing_backend_and_a_missing_gpu(tiny_amc_bundle
     monkeypatch.setattr(bench_measure, "open_target", open_or_break)
     b = str(tiny_amc_bundle)
     targets = (Target("broken", "onnxruntime", b), Target("ort", "onnxruntime", b, (("threads", "1"),)),
-               Target("gpu", "torch", b, (("device", "cuda"),)))
+               Target("gpu", "torch", b, (("device", "cuda"),)), Target("trt", "tensorrt", b))
     result = bench.run_bench(BenchConfig(targets=targets, isolate=False, **FAST))
     by = {t["label"]: t for t in result["targets"]}
     assert by["broken"]["status"] == "failed" and by["broken"]["reason"] == "RuntimeError: backend exploded"
@@ -340,6 +340,13 @@ def test_inline_run_reports_a_crashing_backend_and_a_missing_gpu(tiny_amc_bundle
     assert result["inputs"]["source"] == "synthetic" and result["baseline"] == "gpu"
     if not torch.cuda.is_available():
         assert by["gpu"]["status"] == "skipped" and "no CUDA device" in by["gpu"]["reason"]
+    assert by["trt"]["status"] == "skipped"
+    try:
+        import tensorrt  # noqa: F401
+    except (ImportError, OSError):  # the reason worth reading first: TensorRT itself is missing
+        assert by["trt"]["reason"].startswith("TensorRT is not usable here")
+    else:
+        assert "holds no TensorRT engines" in by["trt"]["reason"]  # an ORT bundle
     assert all(r["speedup_vs_baseline"] is None for r in by["ort"]["results"])  # its baseline did not run
 
 

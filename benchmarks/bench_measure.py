@@ -174,34 +174,39 @@ def _require_torch(device: str):
     return torch
 
 
-def _open_aoti(target: Target, manifest: Manifest, threads: int) -> Opened:
+def _torch_device(target: Target, threads: int):
+    """``(torch, device, device name, versions)`` of a target run by PyTorch (eager, compiled, AOTI)."""
     device = target.option("device", "cpu")
     torch = _require_torch(device)
-    from tgir.export.aoti import AotiRunner
-
-    cuda = device.startswith("cuda")
     if threads:
         torch.set_num_threads(threads)
-    name, versions = _cuda_facts(torch, device) if cuda else ("cpu", {"torch": torch.__version__})
+    name, versions = _cuda_facts(torch, device) if device.startswith("cuda") else ("cpu", {"torch": torch.__version__})
+    return torch, device, name, versions
+
+
+def _torch_opened(torch, runner: Runner, precision: str, name: str, versions: dict, notes: list[str]) -> Opened:
+    cuda = name.startswith("cuda")
+    return Opened(runner, precision, name, versions, torch.get_num_threads(),
+                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None, notes=notes)
+
+
+def _open_aoti(target: Target, manifest: Manifest, threads: int) -> Opened:
+    torch, device, name, versions = _torch_device(target, threads)
+    from tgir.export.aoti import AotiRunner
+
     try:
         runner = _evented(AotiRunner)(target.bundle, device=device, manifest=manifest)
     except TgirUserError as err:
         raise Skip(str(err)) from None
-    return Opened(runner, manifest.aoti.get("precision", "fp32"), name, versions, torch.get_num_threads(),
-                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None,
-                  notes=["AOTInductor packages of the fp32 model (tgir-export aoti) run from Python through "
-                         "torch's loader: the kernels libtgir runs, with Python's host overhead"])
+    return _torch_opened(torch, runner, manifest.aoti.get("precision", "fp32"), name, versions,
+                         ["AOTInductor packages of the fp32 model (tgir-export aoti) run from Python through torch's "
+                          "loader: the kernels libtgir runs, with Python's host overhead"])
 
 
 def _open_torch(target: Target, manifest: Manifest, threads: int) -> Opened:
-    device = target.option("device", "cpu")
-    torch = _require_torch(device)
+    torch, device, name, versions = _torch_device(target, threads)
     from tgir.runtime.reference import TorchRunner
 
-    cuda = device.startswith("cuda")
-    if threads:
-        torch.set_num_threads(threads)
-    name, versions = _cuda_facts(torch, device) if cuda else ("cpu", {"torch": torch.__version__})
     runner = _evented(TorchRunner)(target.bundle, device=device, manifest=manifest)
     notes = ["PyTorch eager runs the bundle's source checkpoint in fp32 (AMC's router eagerly, experts as needed)"]
     if target.backend == "torch-compile":
@@ -211,8 +216,7 @@ def _open_torch(target: Target, manifest: Manifest, threads: int) -> Opened:
                                                         mode=None if mode == "default" else mode))
         notes.append(f"torch.compile(mode={mode!r}) of encode_image, encode_text and compose; compiled during "
                      "the warm-up runs (see first_call_ms), recompiled per new batch size")
-    return Opened(runner, "fp32", name, versions, torch.get_num_threads(),
-                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None, notes=notes)
+    return _torch_opened(torch, runner, "fp32", name, versions, notes)
 
 
 def _open_ort(target: Target, manifest: Manifest, threads: int) -> Opened:

@@ -21,4 +21,14 @@ set(TGIR_TORCH_VERSION "${CMAKE_MATCH_1}")
 find_library(TGIR_TORCH_CPU torch_cpu PATHS "${TGIR_TORCH_DIR}/lib" NO_DEFAULT_PATH REQUIRED)
 find_library(TGIR_C10 c10 PATHS "${TGIR_TORCH_DIR}/lib" NO_DEFAULT_PATH REQUIRED)
 set(TGIR_TORCH_LIBRARIES ${TGIR_TORCH_CPU} ${TGIR_C10})
+# The compiled graphs name more of torch's libraries than the shim's two: torch 2.11's name
+# libtorch.so, and CUDA graphs libtorch_cuda.so / libc10_cuda.so. dlopen finds a graph's libraries
+# only by soname among those already loaded (libtgir's RUNPATH does not apply to them), so libtgir
+# loads every one this torch has; the caller links them with --no-as-needed to keep them.
+foreach(_lib torch torch_cuda c10_cuda)
+  find_library(TGIR_LIB_${_lib} ${_lib} PATHS "${TGIR_TORCH_DIR}/lib" NO_DEFAULT_PATH)
+  if(TGIR_LIB_${_lib})
+    list(APPEND TGIR_TORCH_LIBRARIES ${TGIR_LIB_${_lib}})
+  endif()
+endforeach()
 message(STATUS "tgir: AOTInductor backend with torch ${TGIR_TORCH_VERSION} at ${TGIR_TORCH_DIR}")

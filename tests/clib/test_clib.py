@@ -223,3 +223,19 @@ def test_installed_library_is_found_by_cmake_find_package(libtgir_build, tmp_pat
         assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     assert done.stdout.startswith("0.4.0 (aoti")
     assert (prefix / "include" / "tgir.h").is_file()
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs readelf (binutils)")
+def test_libtgir_loads_every_torch_library_a_compiled_graph_may_name(libtgir_build):
+    """A graph's shared object finds its torch libraries only among those already loaded (dlopen does
+    not search libtgir's RUNPATH for it): graphs compiled by torch 2.11 name libtorch.so, CUDA graphs
+    libtorch_cuda.so and libc10_cuda.so. libtgir must load each one this torch has."""
+    import torch
+
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    dynamic = subprocess.run(["readelf", "-d", str(libtgir_build / "libtgir.so")], capture_output=True, text=True,
+                             check=True).stdout
+    needed = {line.split("[")[1].rstrip("]") for line in dynamic.splitlines() if "(NEEDED)" in line}
+    wanted = {f"lib{n}.so" for n in ("torch_cpu", "c10", "torch", "torch_cuda", "c10_cuda")}
+    assert {n for n in wanted if os.path.exists(os.path.join(lib_dir, n))} <= needed
+    assert {"libtorch_cpu.so", "libc10.so", "libtorch.so"} <= needed  # in every torch build

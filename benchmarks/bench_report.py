@@ -41,6 +41,8 @@ def header(result: dict) -> list[str]:
     if m.get("cpu_features"):  # older JSON files do not have them
         cores += "; " + " ".join(m["cpu_features"])
     versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+    if m.get("thread_env"):  # older JSON files do not have it
+        versions += "; thread settings: " + " ".join(f"{k}={v}" for k, v in m["thread_env"].items())
     search = result["inputs"]["search"]
     return [f"`{result['command']}`", "",
             f"- date: {result['date']}; machine: {m['cpu']} ({cores}, {m.get('memory_gib')} GiB), {m['os']}; "

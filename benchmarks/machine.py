@@ -44,6 +44,10 @@ def parse_cpuinfo(text: str) -> dict:
             "cpu_features": [f for f in CPU_FEATURES if f in flags]}
 
 
+# Settings that change how thread pools share the cores (and so the timings): recorded with each run.
+THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def machine_facts() -> dict:
     """CPU model, cores and vector features (/proc/cpuinfo), memory, OS, and GPUs as nvidia-smi lists
     them (no torch)."""
@@ -54,7 +58,8 @@ def machine_facts() -> dict:
     info = parse_cpuinfo(cpuinfo)
     facts = {"cpu": info["cpu"] or platform.processor() or platform.machine(), "logical_cpus": os.cpu_count(),
              "physical_cores": info["physical_cores"], "cpu_features": info["cpu_features"],
-             "memory_gib": _mem_gib(), "os": platform.platform(), "python": platform.python_version(), "gpus": []}
+             "memory_gib": _mem_gib(), "os": platform.platform(), "python": platform.python_version(), "gpus": [],
+             "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)

@@ -42,6 +42,11 @@ REHEARSE=${REHEARSE:-0}
 INSTALL=${INSTALL:-1}
 WORK=${WORK:-$(mktemp -d -t tgir-bench-XXXXXX)}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# One thread for numpy's BLAS (the exact search every target's end-to-end stage runs on the host): a
+# second spinning pool beside PyTorch's OpenMP workers on the same cores stalls both until the
+# scheduler steps in (python -m tgir.benchmarks.thread_contention on 2 cores: a 2.5 ms conv then a
+# 0.18 ms search took 8.0 ms, 3.2 ms with this), which would inflate the eager CPU baseline. The same for every target; recorded in the JSON.
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 mkdir -p "$OUT_DIR" "$WORK"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 LOG="$OUT_DIR/bench_gpu.log"

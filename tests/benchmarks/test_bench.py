@@ -306,6 +306,18 @@ def test_cpu_model_cores_and_vector_features_from_cpuinfo():
     assert parse_cpuinfo("") == {"cpu": None, "physical_cores": None, "cpu_features": []}
 
 
+def test_thread_settings_are_recorded_and_reported(isolated_run, monkeypatch):
+    from tgir.benchmarks.machine import machine_facts
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    facts = machine_facts()
+    assert facts["thread_env"].get("OPENBLAS_NUM_THREADS") == "1" and "OMP_WAIT_POLICY" not in facts["thread_env"]
+    result, _ = isolated_run
+    text = bench_report.markdown({**result, "machine": facts})
+    assert "thread settings: " in text and "OPENBLAS_NUM_THREADS=1" in text
+
+
 def test_markdown_names_the_cpu_features():
     result = {"date": "2026-01-01T00:00:00", "command": "tgir bench ...", "baseline": None,
               "machine": {"cpu": "X", "logical_cpus": 2, "physical_cores": 2, "memory_gib": 23.5, "os": "Linux",
@@ -572,3 +584,18 @@ def test_css_errors_hit_share_is_recall_at_1(tiny_amc_bundle, tiny_css2d):
     recall = evaluate_split(split, *embed_split(model, split, ckpt.vocab))
     assert result["overall"]["hit"] == pytest.approx(recall["R@1"], abs=0.01)
     assert result["overall"]["queries"] == len(split.queries)
+
+
+def test_thread_contention_times_each_case():
+    import torch
+    from tgir.benchmarks.thread_contention import contention, median_ms
+
+    before = torch.get_num_threads()
+    try:
+        result = contention(1, runs=2, gallery=50, dim=8)
+    finally:
+        torch.set_num_threads(before)
+    assert result["torch_threads"] == 1
+    assert all(result[k] > 0 for k in ("conv_ms", "search_ms", "conv_then_search_ms"))
+    calls = []
+    assert median_ms(lambda: calls.append(1), runs=3, warmup=2) >= 0 and len(calls) == 5

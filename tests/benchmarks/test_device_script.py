@@ -36,6 +36,7 @@ def test_rehearsal_measures_the_cpu_rows_and_skips_the_gpu_ones(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "bench_gpu.json").read_text())
     assert result["complete"] and result["baseline"] == "eager-cpu"
+    assert result["machine"]["thread_env"]["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")
     by = {t["label"]: t for t in result["targets"]}
     assert list(by) == ["eager-cpu", "eager-cuda", "ort-cpu", "ort-cuda", "trt", "compile-cuda"]
     for label in ("eager-cpu", "ort-cpu"):

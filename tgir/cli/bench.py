@@ -75,7 +75,8 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
 @click.option("--timeout", default=0.0, show_default=True, help="Seconds one target may take (0: no limit).")
 @click.option("--deadline", default=0.0, show_default=True,
               help="Seconds the whole run may take (0: no limit): later targets are skipped, a running one is "
-                   "stopped and keeps what it measured, and --json/--markdown are rewritten after each target.")
+                   "stopped (with --isolate) and keeps what it measured, and --json/--markdown are rewritten "
+                   "after each target.")
 @click.option("--seed", default=0, show_default=True, help="Seed of synthetic inputs and galleries.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the results as JSON ('-': stdout).")
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Write the Markdown table here too.")

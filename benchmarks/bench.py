@@ -38,7 +38,8 @@ threads, embed_dim, open_s, peak_rss_before_open_mib, peak_rss_mib, gpu_memory``
 ``notes, wall_s`` (``traceback`` for an unexpected failure) and ``results``: per batch and stage
 ``stage, batch, iters, mean_ms, std_ms, min_ms, max_ms, p50_ms, p90_ms, p99_ms,
 throughput_per_s, first_call_ms, speedup_vs_baseline`` and ``gpu_split`` ({h2d_latency,
-gpu_compute_time, d2h_latency}: summaries in ms, PyTorch targets on CUDA; else null).
+gpu_compute_time, d2h_latency}: summaries in ms, targets on CUDA: PyTorch, AOTInductor, TensorRT;
+else null).
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class Opened:
     threads: int | None
     rgb_arrays: bool = False  # the C runtime takes uint8 [H, W, 3] arrays; the others PIL images
     sync: Callable[[], None] | None = None
-    torch: object = None  # the torch module, for PyTorch targets on CUDA (event split, allocator peak)
+    torch: object = None  # the torch module, for PyTorch targets on CUDA (allocator peak)
+    split: bool = False  # the runner records CUDA events per call (``events``): the H2D / compute / D2H split
     notes: list[str] = field(default_factory=list)
 
 
@@ -187,7 +188,7 @@ def _torch_device(target: Target, threads: int):
 def _torch_opened(torch, runner: Runner, precision: str, name: str, versions: dict, notes: list[str]) -> Opened:
     cuda = name.startswith("cuda")
     return Opened(runner, precision, name, versions, torch.get_num_threads(),
-                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None, notes=notes)
+                  sync=torch.cuda.synchronize if cuda else None, torch=torch if cuda else None, split=cuda, notes=notes)
 
 
 def _open_aoti(target: Target, manifest: Manifest, threads: int) -> Opened:
@@ -279,7 +280,7 @@ def _open_trt(target: Target, manifest: Manifest) -> Opened:
                    "`tgir-export build-engine --backend tensorrt`")
     index = int(device.partition(":")[2] or 0)
     runner = TensorRTRunner(target.bundle, TrtOptions(device=index), manifest)
-    return Opened(runner, manifest.precision, f"cuda:{index}", {"tensorrt": trt.__version__}, None)
+    return Opened(runner, manifest.precision, f"cuda:{index}", {"tensorrt": trt.__version__}, None, split=True)
 
 
 # -- inputs and stages -------------------------------------------------------------------------------
@@ -305,7 +306,7 @@ def bench_inputs(runner: Runner, split, n: int, seed: int, rgb_arrays: bool) -> 
 
 
 class _SplitRecorder:
-    """Collects, per timed run, the CUDA-event split of a BenchTorchRunner's graph calls."""
+    """Collects, per timed run, the CUDA-event split of a runner's graph calls (``runner.events``)."""
 
     def __init__(self, runner) -> None:
         self.runner = runner
@@ -318,6 +319,8 @@ class _SplitRecorder:
         events, self.runner.events = self.runner.events, None
         for n, key in enumerate(SPLIT_KEYS):
             self.samples[key].append(sum(m[n].elapsed_time(m[n + 1]) for m in events))
+        for mark in (m for marks in events for m in marks if hasattr(m, "close")):
+            mark.close()  # TensorRT's cuda-python events; torch's free themselves
 
     def summary(self) -> dict | None:
         return {k: stats_ms(v) for k, v in self.samples.items()} if self.samples["h2d_latency"] else None
@@ -368,7 +371,7 @@ def measure_stages(opened: Opened, split, cfg: BenchConfig, label: str, row: dic
         for batch in cfg.batches:
             calls = _stage_calls(runner, images, refs, texts, queries, batch, search)
             for stage in STAGES:
-                rec = _SplitRecorder(runner) if opened.torch is not None and stage != "search" else None
+                rec = _SplitRecorder(runner) if opened.split and stage != "search" else None
                 samples, first = time_calls(calls[stage], cfg.iters, cfg.warmup, opened.sync,
                                             rec.start if rec else None, rec.stop if rec else None)
                 result = {"stage": stage, "batch": batch, **summarize(samples, batch),

@@ -198,6 +198,27 @@ class _Graph:
         self.buffers: dict[str, _Buffer] = {}
 
 
+class CudaEventMark:
+    """A CUDA event recorded on the runner's stream, timed against another like ``torch.cuda.Event``
+    (``elapsed_time``), so benchmarks split a call into copy in / run / copy out the same way for
+    TensorRT as for PyTorch. ``close()`` destroys it."""
+
+    def __init__(self, cudart, stream) -> None:
+        self._cudart = cudart
+        self.event = cuda_check(cudart, cudart.cudaEventCreate(), "cudaEventCreate")
+        cuda_check(cudart, cudart.cudaEventRecord(self.event, stream), "cudaEventRecord")
+
+    def elapsed_time(self, end: CudaEventMark) -> float:
+        """Milliseconds from this event to ``end`` (both completed: call after synchronising)."""
+        return float(cuda_check(self._cudart, self._cudart.cudaEventElapsedTime(self.event, end.event),
+                                "cudaEventElapsedTime"))
+
+    def close(self) -> None:
+        if self.event is not None:
+            self._cudart.cudaEventDestroy(self.event)
+            self.event = None
+
+
 class TensorRTRunner(Runner):
     """Runs a bundle's TensorRT engines (``tgir-export build-engine --backend tensorrt``).
 
@@ -215,6 +236,7 @@ class TensorRTRunner(Runner):
     """
 
     backend = "tensorrt"
+    events: list | None = None  # a list: each call appends its 4 CudaEventMarks (benchmarks' H2D/compute/D2H)
 
     def __init__(self, folder: str | Path, options: TrtOptions = TrtOptions(), manifest: Manifest | None = None):
         super().__init__(folder, manifest)
@@ -296,8 +318,18 @@ class TensorRTRunner(Runner):
 
     # -- running -------------------------------------------------------------------------------
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        marks = [] if self.events is not None else None
+        try:
+            return self._run_marked(graph, feeds, marks)
+        except BaseException:
+            for mark in marks or []:
+                mark.close()
+            raise
+
+    def _run_marked(self, graph: str, feeds: dict[str, np.ndarray], marks: list | None) -> list[np.ndarray]:
         g, cudart, stream = self._graphs[graph], self._cudart, self._stream
         rows = len(feeds[g.inputs[0]])
+        self._mark(marks)
         for name in g.inputs:
             buf = g.buffers[name]
             value = feed_for_engine(name, feeds[name], buf.host.dtype, g.rows)
@@ -307,8 +339,10 @@ class TensorRTRunner(Runner):
                        "cudaMemcpyAsync (to device)")
             if not g.context.set_input_shape(name, value.shape):
                 raise TgirUserError(f"{graph}: TensorRT refused input shape {value.shape} for {name}")
+        self._mark(marks)
         if not g.context.execute_async_v3(self._stream_handle()):
             raise TgirUserError(f"{graph}: TensorRT failed to run ({'; '.join(self._logger.errors[-3:])})")
+        self._mark(marks)
         shapes = []
         for name in g.outputs:
             buf, shape = g.buffers[name], tuple(g.context.get_tensor_shape(name))
@@ -318,10 +352,17 @@ class TensorRTRunner(Runner):
                                                       cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
                        "cudaMemcpyAsync (to host)")
             shapes.append(shape)
+        self._mark(marks)
         cuda_check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        if marks is not None:
+            self.events.append(marks)
         kinds = {t["name"]: t["dtype"] for t in self.graphs[graph]["outputs"]}
         return [g.buffers[n].host[:math.prod(s)].reshape(s)[:rows].astype(kinds[n])  # a copy, never a view
                 for n, s in zip(g.outputs, shapes, strict=True)]
+
+    def _mark(self, marks: list | None) -> None:
+        if marks is not None:
+            marks.append(CudaEventMark(self._cudart, self._stream))
 
     def _stream_handle(self) -> int:
         # cuda-python 12.9.1+/13 deprecate int(handle) in favour of get_cuda_native_handle.

@@ -58,6 +58,7 @@ class _Cudart(types.ModuleType):
     def __init__(self):
         super().__init__("cuda.bindings.runtime")
         self.device, self.host, self.current = {}, {}, None
+        self.clock, self.events, self.next_event = 0.0, {}, 1  # ms; copies advance it (H2D 0.25, D2H 0.5)
 
     def _alloc(self, pool, size):
         buf = ctypes.create_string_buffer(size)
@@ -87,6 +88,24 @@ class _Cudart(types.ModuleType):
         assert self._inside(self.device if to_device else self.host, dst, count)
         assert self._inside(self.host if to_device else self.device, src, count)
         ctypes.memmove(dst, src, count)
+        self.clock += 0.25 if to_device else 0.5
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaEventCreate(self):
+        event, self.next_event = self.next_event, self.next_event + 1
+        self.events[event] = None
+        return self.cudaError_t.cudaSuccess, event
+
+    def cudaEventRecord(self, event, stream):
+        assert isinstance(stream, _Stream) and event in self.events
+        self.events[event] = self.clock
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaEventElapsedTime(self, start, end):
+        return self.cudaError_t.cudaSuccess, self.events[end] - self.events[start]
+
+    def cudaEventDestroy(self, event):
+        del self.events[event]
         return (self.cudaError_t.cudaSuccess,)
 
     def cudaStreamCreate(self):
@@ -390,6 +409,37 @@ def test_build_and_run_against_the_documented_api(fake_gpu, tmp_path, contract_g
     np.testing.assert_allclose(tokens[:, 0, 0], gallery[:, 0] + 1, atol=1e-3)
     assert text["text_features"][:, 0].tolist() == [5.0, 5.0, 4.0]  # int64 -> int32 on 8.5 included
     assert fake_gpu.cudart.device == {} and fake_gpu.cudart.host == {}  # close() freed every buffer
+
+
+def test_runner_splits_each_call_into_copy_in_run_and_copy_out(fake_gpu, tmp_path, contract_graphs):
+    """With ``events`` a list, each call records CUDA events around its copies and its run: the
+    trtexec split ``tgir bench`` reports (here the stand-in's clock: 0.25 ms per copy in, 0.5 out)."""
+    from tgir.benchmarks.bench_measure import _SplitRecorder
+
+    fake_gpu("10.3.0.26")
+    folder = _fake_bundle(tmp_path, contract_graphs)
+    engines_from_bundle(folder, EngineConfig(), progress=lambda g: None)
+    feeds = {"ids": np.array([[1, 2, 0, 0, 0]] * 2), "lengths": np.array([2, 1])}
+    with TensorRTRunner(folder) as runner:
+        runner.run("text_encoder", feeds)  # no list: no events
+        assert fake_gpu.cudart.events == {}
+        recorder = _SplitRecorder(runner)
+        for _ in range(2):  # two timed runs of two calls each
+            recorder.start()
+            runner.run("text_encoder", feeds)
+            runner.run("text_encoder", feeds)
+            assert len(runner.events) == 2 and all(len(m) == 4 for m in runner.events)
+            recorder.stop()
+        assert fake_gpu.cudart.events == {}  # every event destroyed once timed
+        split = recorder.summary()
+        assert split["h2d_latency"]["p50_ms"] == 1.0  # 2 inputs x 0.25 ms x 2 calls
+        assert split["gpu_compute_time"]["p50_ms"] == 0.0
+        assert split["d2h_latency"]["p50_ms"] == 1.0  # 1 output x 0.5 ms x 2 calls
+        runner.events = []
+        runner._graphs["text_encoder"].context.execute_async_v3 = lambda stream: False
+        with pytest.raises(TgirUserError, match="TensorRT failed to run"):
+            runner.run("text_encoder", feeds)
+        assert fake_gpu.cudart.events == {} and runner.events == []  # a failing call leaves no event behind
 
 
 def test_reuse_force_and_stale_rebuild(fake_gpu, tmp_path, contract_graphs):

@@ -13,13 +13,13 @@ Usage::
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import click
 import numpy as np
 import torch
 from tgir.benchmarks.machine import machine_facts
+from tgir.benchmarks.timing import time_calls
 from tgir.runtime.index import exact_search
 
 from tgir.cli.common import run_main
@@ -27,14 +27,8 @@ from tgir.cli.common import run_main
 
 def median_ms(call: Callable[[], object], runs: int, warmup: int = 3) -> float:
     """Median wall time of ``call`` in ms over ``runs`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    samples, _ = time_calls(call, runs, warmup)
+    return float(np.median(samples)) / 1e6
 
 
 @torch.no_grad()

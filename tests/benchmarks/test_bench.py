@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from tgir.benchmarks import bench, bench_measure, bench_report
+from tgir.benchmarks import bench, bench_measure, bench_process, bench_report
 from tgir.benchmarks.bench import BenchConfig, Target, parse_backends, parse_ints, parse_target, targets_from
 from tgir.benchmarks.search_scaling import search_scaling
 from tgir.benchmarks.timing import stats_ms, summarize, time_calls
@@ -367,8 +367,8 @@ def test_a_crashing_child_process_is_reported(tmp_path, monkeypatch):
     fake.write_text("#!/bin/sh\necho 'Fatal Python error: Segmentation fault'\nkill -SEGV $$\n")
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setattr(sys, "executable", str(fake))
-    row = bench._run_isolated(Target("x", "onnxruntime", "/b"), BenchConfig(targets=(Target("x", "torch", "/b"),)),
-                              lambda e: None)
+    t = Target("x", "onnxruntime", "/b")
+    row = bench_process.run_isolated(t, BenchConfig(targets=(t,)), lambda e: None)
     assert row["status"] == "failed"
     assert row["reason"] == "killed by SIGSEGV: Fatal Python error: Segmentation fault"
 
@@ -379,7 +379,7 @@ def test_a_target_past_its_timeout_is_reported(tmp_path, monkeypatch):
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setattr(sys, "executable", str(fake))
     t = Target("x", "torch", "/b")
-    row = bench._run_isolated(t, BenchConfig(targets=(t,), timeout_s=0.5), lambda e: None)
+    row = bench_process.run_isolated(t, BenchConfig(targets=(t,), timeout_s=0.5), lambda e: None)
     assert (row["status"], row["reason"]) == ("failed", "timed out after 0.5 s")
 
 
@@ -404,7 +404,7 @@ def _slow_child(tmp_path, monkeypatch, stages: int) -> None:
 def test_a_target_cut_short_keeps_the_stages_it_measured(tmp_path, monkeypatch):
     _slow_child(tmp_path, monkeypatch, stages=2)
     t = Target("x", "onnxruntime", "/b")
-    row = bench._run_isolated(t, BenchConfig(targets=(t,), timeout_s=1), lambda e: None)
+    row = bench_process.run_isolated(t, BenchConfig(targets=(t,), timeout_s=1), lambda e: None)
     assert row["status"] == "partial"
     assert row["reason"] == "timed out after 1 s (2 of 8 stage rows measured)"
     assert [(r["stage"], r["batch"]) for r in row["results"]] == [("image_encode", 1), ("query_compose", 1)]

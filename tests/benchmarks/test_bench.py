@@ -599,3 +599,16 @@ def test_thread_contention_times_each_case():
     assert all(result[k] > 0 for k in ("conv_ms", "search_ms", "conv_then_search_ms"))
     calls = []
     assert median_ms(lambda: calls.append(1), runs=3, warmup=2) >= 0 and len(calls) == 5
+
+
+def test_cli_writes_the_json_file_whole_and_leaves_no_temporary(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = main(["bench", "--target", f"gone=onnxruntime:{tmp_path / 'nothing'}", "--no-isolate", "--batch", "1",
+                 "--iters", "1", "--gallery", "20", "-k", "3", "--deadline", "100", "--json", str(out),
+                 "--markdown", str(tmp_path / "r.md")])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["complete"] and result["targets"][0]["status"] == "failed"
+    assert "--deadline 100" in result["command"] and "- `gone` (onnxruntime," in (tmp_path / "r.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]  # written in place, no .tmp left

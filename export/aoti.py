@@ -211,11 +211,12 @@ def _extract(package: Path, work: Path, name: str) -> dict:
 
 
 def load_shared_object(path: str | Path, device: str = "cpu"):
-    """A runner of a compiled graph's shared object, as the C runtime loads it (``run(list) -> list``)."""
+    """A runner of a compiled graph's shared object, as the C runtime loads it (``run(list) -> list``);
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
     aoti = torch._C._aoti
-    if device == "cuda":
+    if device.startswith("cuda"):
         kernels = Path(path).with_suffix("")  # aoti/<graph>/ when kernels were left outside the object
-        return aoti.AOTIModelContainerRunnerCuda(str(path), 1, "cuda", str(kernels) if kernels.is_dir() else "")
+        return aoti.AOTIModelContainerRunnerCuda(str(path), 1, device, str(kernels) if kernels.is_dir() else "")
     return aoti.AOTIModelContainerRunnerCpu(str(path), 1)
 
 
@@ -248,9 +249,8 @@ class AotiRunner(Runner):
                                 f"for {self.manifest.aoti.get('device')}, torch {self.manifest.aoti.get('torch')}); "
                                 f"recompile with {fix}")
         self.device = device
-        with torch.cuda.device(torch.device(device)) if kind == "cuda" else contextlib.nullcontext():
-            self._objects = {name: load_shared_object(self.folder / g["file"], kind)
-                             for name, g in self.manifest.aoti["graphs"].items()}
+        self._objects = {name: load_shared_object(self.folder / g["file"], device)
+                         for name, g in self.manifest.aoti["graphs"].items()}
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import sys
-import time
 
 import numpy as np
 import pytest
-from tgir.benchmarks import bench, bench_measure, bench_process, bench_report
+from tgir.benchmarks import bench, bench_measure, bench_report
 from tgir.benchmarks.bench import BenchConfig, Target, parse_backends, parse_ints, parse_target, targets_from
-from tgir.benchmarks.search_scaling import search_scaling
 from tgir.benchmarks.timing import stats_ms, summarize, time_calls
 
 from tgir.cli import main
@@ -329,151 +326,6 @@ def test_markdown_names_the_cpu_features():
     assert "machine: X (2 logical CPUs, 2 cores; avx2 avx512_vnni, 23.5 GiB)" in bench_report.markdown(result)
 
 
-def test_inline_run_reports_a_crashing_backend_and_a_missing_gpu(tiny_amc_bundle, monkeypatch):
-    import torch
-
-    real_open = bench_measure.open_target
-
-    def open_or_break(target, cfg):
-        if target.label == "broken":
-            raise RuntimeError("backend exploded\nsecond line")
-        return real_open(target, cfg)
-
-    monkeypatch.setattr(bench_measure, "open_target", open_or_break)
-    b = str(tiny_amc_bundle)
-    targets = (Target("broken", "onnxruntime", b), Target("ort", "onnxruntime", b, (("threads", "1"),)),
-               Target("gpu", "torch", b, (("device", "cuda"),)), Target("trt", "tensorrt", b))
-    result = bench.run_bench(BenchConfig(targets=targets, isolate=False, **FAST))
-    by = {t["label"]: t for t in result["targets"]}
-    assert by["broken"]["status"] == "failed" and by["broken"]["reason"] == "RuntimeError: backend exploded"
-    assert by["broken"]["traceback"]
-    assert by["ort"]["status"] == "ok" and len(by["ort"]["results"]) == 8
-    assert by["ort"]["accuracy"] is None  # no --data
-    assert result["inputs"]["source"] == "synthetic" and result["baseline"] == "gpu"
-    if not torch.cuda.is_available():
-        assert by["gpu"]["status"] == "skipped" and "no CUDA device" in by["gpu"]["reason"]
-    assert by["trt"]["status"] == "skipped"
-    try:
-        import tensorrt  # noqa: F401
-    except (ImportError, OSError):  # the reason worth reading first: TensorRT itself is missing
-        assert by["trt"]["reason"].startswith("TensorRT is not usable here")
-    else:
-        assert "holds no TensorRT engines" in by["trt"]["reason"]  # an ORT bundle
-    assert all(r["speedup_vs_baseline"] is None for r in by["ort"]["results"])  # its baseline did not run
-
-
-def test_a_crashing_child_process_is_reported(tmp_path, monkeypatch):
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\necho 'Fatal Python error: Segmentation fault'\nkill -SEGV $$\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(sys, "executable", str(fake))
-    t = Target("x", "onnxruntime", "/b")
-    row = bench_process.run_isolated(t, BenchConfig(targets=(t,)), lambda e: None)
-    assert row["status"] == "failed"
-    assert row["reason"] == "killed by SIGSEGV: Fatal Python error: Segmentation fault"
-
-
-def test_a_target_past_its_timeout_is_reported(tmp_path, monkeypatch):
-    fake = tmp_path / "python"
-    fake.write_text("#!/bin/sh\nexec sleep 30\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(sys, "executable", str(fake))
-    t = Target("x", "torch", "/b")
-    row = bench_process.run_isolated(t, BenchConfig(targets=(t,), timeout_s=0.5), lambda e: None)
-    assert (row["status"], row["reason"]) == ("failed", "timed out after 0.5 s")
-
-
-def _stage_event(stage: str, batch: int, done: int, total: int = 8) -> dict:
-    result = {"stage": stage, "batch": batch, "iters": 3, "mean_ms": 2.0, "p50_ms": 2.0, "p90_ms": 2.5,
-              "p99_ms": 3.0, "throughput_per_s": batch / 0.002, "first_call_ms": 9.0, "gpu_split": None}
-    return {"event": "stage", "target": "x", "stage": stage, "batch": batch, "done": done, "total": total,
-            "p50_ms": 2.0, "p99_ms": 3.0, "result": result}
-
-
-def _slow_child(tmp_path, monkeypatch, stages: int) -> None:
-    """``sys.executable`` -> a child that opens, reports ``stages`` stage rows, then hangs."""
-    events = [{"event": "open", "target": "x", "open_s": 0.1, "device": "cpu", "precision": "int8"}]
-    events += [_stage_event(s, 1, n + 1) for n, s in enumerate(bench.STAGES[:stages])]
-    lines = "".join(f"echo '{bench.PROGRESS_PREFIX}{json.dumps(e)}'\n" for e in events)
-    fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\n{lines}exec sleep 30\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(sys, "executable", str(fake))
-
-
-def test_a_target_cut_short_keeps_the_stages_it_measured(tmp_path, monkeypatch):
-    _slow_child(tmp_path, monkeypatch, stages=2)
-    t = Target("x", "onnxruntime", "/b")
-    row = bench_process.run_isolated(t, BenchConfig(targets=(t,), timeout_s=1), lambda e: None)
-    assert row["status"] == "partial"
-    assert row["reason"] == "timed out after 1 s (2 of 8 stage rows measured)"
-    assert [(r["stage"], r["batch"]) for r in row["results"]] == [("image_encode", 1), ("query_compose", 1)]
-    assert (row["precision"], row["device"], row["accuracy"]) == ("int8", "cpu", None)
-
-
-def test_the_deadline_stops_the_run_and_each_target_is_written_as_it_ends(tmp_path, monkeypatch):
-    _slow_child(tmp_path, monkeypatch, stages=4)
-    targets = (Target("a", "torch", "/b"), Target("b", "onnxruntime", "/b"))
-    cfg = BenchConfig(targets=targets, batches=(1,), deadline_s=1.5, search_sizes=(100,), gallery=100)
-    partial: list[dict] = []
-    result = bench.run_bench(cfg, partial=partial.append)
-    a, b = result["targets"]
-    assert a["status"] == "partial" and a["reason"].startswith("stopped at the run's --deadline of 1.5 s (4 of 8")
-    assert [r["speedup_vs_baseline"] for r in a["results"]] == [1.0] * 4  # a partial baseline still counts
-    assert b["status"] == "skipped" and "not started" in b["reason"] and b["results"] == []
-    assert result["search_scaling"] == [] and result["search_scaling_skipped"] == [100] and result["complete"]
-    assert [len(p["targets"]) for p in partial] == [1, 2] and not any(p["complete"] for p in partial)
-    assert "--deadline 1.5" in result["command"]
-    text = bench_report.markdown(result)
-    assert "| `a` (partial) | torch | int8 | cpu | 1 |" in text
-    assert "- `b` (onnxruntime, /b): skipped: not started" in text
-    assert "Search scaling not measured (the run's --deadline was reached): galleries of 100" in text
-    assert "cut short: 1 of 2 targets done" in bench_report.markdown(partial[0])
-
-
-def test_a_failing_search_scaling_keeps_the_targets_and_the_sizes_done(monkeypatch):
-    from tgir.benchmarks import search_scaling as module
-
-    real = module.Int8Search
-
-    def int8_or_break(gallery, threads=0):
-        if len(gallery) == 60:
-            raise RuntimeError("Unsupported model IR version: 14, max supported IR version: 13")
-        return real(gallery, threads)
-
-    monkeypatch.setattr(module, "Int8Search", int8_or_break)
-    events: list[dict] = []
-    cfg = BenchConfig(targets=(Target("missing", "onnxruntime", "/nonexistent"),), isolate=False, batches=(1,),
-                      iters=1, warmup=0, gallery=50, k=2, search_sizes=(50, 60, 70), search_iters=1)
-    result = bench.run_bench(cfg, events.append)
-    assert result["targets"][0]["status"] == "failed" and result["complete"]
-    assert [s["gallery"] for s in result["search_scaling"]] == [50] and result["search_scaling_skipped"] == [60, 70]
-    assert result["search_scaling_error"] == ("RuntimeError: Unsupported model IR version: 14, "
-                                              "max supported IR version: 13")
-    assert {"event": "search_scaling_failed", "reason": result["search_scaling_error"]} in events
-    assert "Search scaling not measured (failed: RuntimeError: Unsupported" in bench_report.markdown(result)
-
-
-def test_search_scaling_stops_at_its_deadline():
-    events: list[dict] = []
-    rows = search_scaling((50, 60), dim=4, batches=(1,), iters=1, warmup=0, k=2, progress=events.append,
-                          deadline=time.monotonic() - 1)
-    assert rows == [] and events == [{"event": "search_scaling_skipped", "sizes": [50, 60]}]
-
-
-def test_search_scaling_rows():
-    rows = search_scaling((200, 500), dim=8, batches=(1, 3), iters=2, warmup=1, k=5)
-    assert [(r["gallery"], r["batch"]) for r in rows] == [(200, 1), (200, 3), (500, 1), (500, 3)]
-    for r in rows:
-        assert r["exact"]["iters"] == 2 and r["dim"] == 8
-        if r["faiss"] is not None:
-            assert r["same_topk"] == 1.0 and r["faiss_build_s"] >= 0
-        else:
-            assert "faiss-cpu" in r["faiss_reason"]
-        assert r["int8"]["iters"] == 2 and r["int8_same_topk"] == 1.0 and r["int8_build_s"] >= 0
-        assert r["k"] <= r["int8_candidates"] <= r["gallery"]
-
-
 # -- command line ------------------------------------------------------------------------------------------
 def _one_line_error(capsys, argv, *fragments):
     code = main(argv)
@@ -520,70 +372,6 @@ def test_plot_writes_a_png(isolated_run, tmp_path):
     path = bench_report.plot(result, tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.frombuffer(path.read_bytes(), np.uint8).size > 1000
-
-
-# -- CSS error classes ---------------------------------------------------------------------------------
-def _obj(x, y, shape="circle", color="red", size="small"):
-    return {"shape": shape, "color": color, "size": size, "pos": [x, y]}
-
-
-def test_cells_differing_counts_changed_added_and_removed_cells():
-    from tgir.benchmarks.css_errors import cells_differing
-
-    a = [_obj(0.5, 0.5), _obj(1 / 6, 1 / 6, shape="triangle")]
-    assert cells_differing(a, list(reversed(a))) == 0  # order does not matter
-    assert cells_differing(a, [_obj(0.5, 0.5, color="blue"), a[1]]) == 1  # one attribute changed
-    assert cells_differing(a, a[:1]) == 1  # one object removed
-    assert cells_differing(a, [*a, _obj(5 / 6, 5 / 6)]) == 1  # one added
-    assert cells_differing(a, [_obj(5 / 6, 0.5), _obj(1 / 6, 5 / 6)]) == 4
-
-
-def test_classify_and_breakdown_by_operation():
-    from tgir.benchmarks.css_errors import breakdown, classify
-
-    from tgir.data.records import Query
-
-    objects = [[_obj(0.5, 0.5)], [_obj(0.5, 0.5), _obj(1 / 6, 1 / 6)], [_obj(0.5, 0.5, color="blue")],
-               [_obj(1 / 6, 0.5), _obj(5 / 6, 0.5), _obj(0.5, 5 / 6)]]
-    labels = [0, 1, 2, 3]
-    queries = [Query(0, "add", 1, 1, "add"), Query(0, "make", 2, 2, "make"), Query(0, "add", 1, 1, "add"),
-               Query(0, "make", 2, 2, "make")]
-    top_images = np.array([1, 1, 3, 0])  # hit, 2 cells off, another scene, 1 cell off
-    classes = classify(top_images, queries, labels, objects)
-    assert classes == ["hit", "2 cells", "3+ cells", "1 cell"]
-    result = breakdown(classes, [q.op for q in queries])
-    assert result["overall"] == {"hit": 25.0, "1 cell": 25.0, "2 cells": 25.0, "3+ cells": 25.0, "queries": 4}
-    assert result["add"]["hit"] == 50.0 and result["add"]["3+ cells"] == 50.0
-    assert result["make"]["2 cells"] == 50.0 and result["make"]["1 cell"] == 50.0
-
-
-def test_text_group_names_the_grid_cell_when_the_text_does():
-    from tgir.benchmarks.css_errors import text_group
-
-    assert text_group("make", "make middle-left large circle green") == "make, cell named"
-    assert text_group("add", "add large object to top-left") == "add, cell named"
-    assert text_group("make", "make blue object small") == "make, no cell"
-    assert text_group("remove", "remove bottom-center cyan object") == "remove, cell named"
-    assert text_group("make", "make top circle green") == "make, no cell"  # a row alone is not a cell
-    assert text_group("", "anything at top-left") == ""  # datasets without operations
-
-
-def test_css_errors_hit_share_is_recall_at_1(tiny_amc_bundle, tiny_css2d):
-    from tgir.benchmarks.css_errors import CLASSES, errors_of
-
-    from tgir.data.registry import load_split
-    from tgir.evaluate import evaluate_split
-    from tgir.training.checkpoint import model_from_checkpoint
-    from tgir.training.embed import embed_split
-
-    checkpoint = str(tiny_amc_bundle.parent / "m.pt")
-    result = errors_of(checkpoint, str(tiny_css2d), "test")
-    assert sum(result["overall"][c] for c in CLASSES) == pytest.approx(100.0, abs=0.05)
-    model, ckpt = model_from_checkpoint(checkpoint)
-    split = load_split("css2d", tiny_css2d, "test")
-    recall = evaluate_split(split, *embed_split(model, split, ckpt.vocab))
-    assert result["overall"]["hit"] == pytest.approx(recall["R@1"], abs=0.01)
-    assert result["overall"]["queries"] == len(split.queries)
 
 
 def test_thread_contention_times_each_case():

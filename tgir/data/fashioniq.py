@@ -100,6 +100,34 @@ def _image_paths(root: Path, cat: str, names: list[str], split: str) -> list[Pat
     return paths
 
 
+def _check_choices(split: str, category: str, gallery: str, join: str) -> None:
+    check_split(split, SPLITS, "fashioniq")
+    if category not in CATEGORIES:
+        err = unknown_choice("FashionIQ category", category, CATEGORIES)
+        raise TgirUserError(f"{err} (load_fashioniq_all loads several categories)")
+    if gallery not in GALLERIES:
+        raise unknown_choice("FashionIQ gallery", gallery, GALLERIES)
+    if join not in JOINS:
+        raise unknown_choice("FashionIQ caption join", join, JOINS)
+
+
+def _gallery_names(root: Path, category: str, split: str, gallery: str, parsed: list) -> dict[str, bool]:
+    """ASIN -> in the gallery, in order: the split's list (``full-split``), then what the captions add
+    (dict keys keep insertion order)."""
+    names: dict[str, bool] = {}
+    if gallery == "full-split":
+        split_path = root / "image_splits" / f"split.{category}.{split}.json"
+        for i, asin in enumerate(read_json(split_path, "a list of ASIN strings", list)):
+            if not isinstance(asin, str) or not asin:
+                raise TgirUserError(f"{split_path}[{i}]: expected a non-empty ASIN string, got {asin!r}")
+            names.setdefault(asin, True)
+    for cand, target, _ in parsed:
+        for asin in (cand, target):
+            if asin is not None:
+                names.setdefault(asin, gallery == "val-triplets")
+    return names
+
+
 def load_fashioniq(root: str | Path, split: str, *, category: str = "dress",
                    gallery: str = "val-triplets", join: str = "and") -> RetrievalSplit:
     """Load one category of one FashionIQ split.
@@ -124,32 +152,12 @@ def load_fashioniq(root: str | Path, split: str, *, category: str = "dress",
         TgirUserError: Unknown split/category/gallery/join, a missing or malformed file, an empty
             caption, or a missing image; the message names the path and the entry.
     """
-    check_split(split, SPLITS, "fashioniq")
-    if category not in CATEGORIES:
-        err = unknown_choice("FashionIQ category", category, CATEGORIES)
-        raise TgirUserError(f"{err} (load_fashioniq_all loads several categories)")
-    if gallery not in GALLERIES:
-        raise unknown_choice("FashionIQ gallery", gallery, GALLERIES)
-    if join not in JOINS:
-        raise unknown_choice("FashionIQ caption join", join, JOINS)
+    _check_choices(split, category, gallery, join)
     root = require_dir(Path(root), "FashionIQ dataset root", "a folder holding captions/ and image_splits/")
     cap_path = root / "captions" / f"cap.{category}.{split}.json"
     entries = read_json(cap_path, "a list of {candidate, target, captions} entries", list)
     parsed = [_parse_entry(e, f"{cap_path}[{i}]", split, join) for i, e in enumerate(entries)]
-
-    # dict keys keep insertion order: the gallery list, then whatever captions add to it
-    names: dict[str, bool] = {}
-    if gallery == "full-split":
-        split_path = root / "image_splits" / f"split.{category}.{split}.json"
-        for i, asin in enumerate(read_json(split_path, "a list of ASIN strings", list)):
-            if not isinstance(asin, str) or not asin:
-                raise TgirUserError(f"{split_path}[{i}]: expected a non-empty ASIN string, got {asin!r}")
-            names.setdefault(asin, True)
-    for cand, target, _ in parsed:
-        for asin in (cand, target):
-            if asin is not None:
-                names.setdefault(asin, gallery == "val-triplets")
-
+    names = _gallery_names(root, category, split, gallery, parsed)
     order = list(names)
     paths = _image_paths(root, category, order, split)
     labels = LabelIndex()

@@ -130,9 +130,9 @@ def open_target(target: Target, cfg: BenchConfig) -> Opened:
 
 
 def _evented(base: type) -> type:
-    """``base`` (a runner with ``device`` and ``_forward(graph, args)``: PyTorch eager, AOTInductor) whose
-    graph calls record CUDA events around copy in, model and copy out while ``events`` is a list (the
-    same work as ``base._run``, split in three)."""
+    """``base`` (a ``TorchDeviceRunner``: PyTorch eager, AOTInductor) whose graph calls record CUDA
+    events around copy in, model and copy out while ``events`` is a list (the same work as
+    ``TorchDeviceRunner._run``, split in three)."""
     import torch
 
     class Evented(base):

@@ -25,11 +25,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tgir.export.graphs import graph_modules
 from tgir.export.onnx import _examples
-from tgir.runtime.base import Runner
+from tgir.runtime.reference import TorchDeviceRunner
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
 from tgir.manifest import GRAPHS, Manifest
@@ -220,7 +219,7 @@ def load_shared_object(path: str | Path, device: str = "cpu"):
     return aoti.AOTIModelContainerRunnerCpu(str(path), 1)
 
 
-class AotiRunner(Runner):
+class AotiRunner(TorchDeviceRunner):
     """A bundle's AOTInductor graphs run from Python through torch's loader, behind the runner protocol:
     the compiled kernels libtgir runs, measurable where libtgir cannot be built (``tgir bench``'s
     ``aoti`` backend).
@@ -251,10 +250,6 @@ class AotiRunner(Runner):
         self.device = device
         self._objects = {name: load_shared_object(self.folder / g["file"], device)
                          for name, g in self.manifest.aoti["graphs"].items()}
-
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
-        return [o.float().cpu().numpy() for o in self._forward(graph, args)]
 
     def _forward(self, graph: str, args: list) -> tuple:
         """One compiled graph on device tensors in contract order; outputs on device."""

@@ -15,7 +15,25 @@ from tgir.errors import TgirUserError
 from tgir.manifest import Manifest
 
 
-class TorchRunner(Runner):
+class TorchDeviceRunner(Runner):
+    """A runner whose graphs take and return torch tensors on ``self.device`` (PyTorch eager, the
+    AOTInductor packages): subclasses set ``device`` and implement ``_forward``; this moves numpy
+    feeds there and float32 outputs back."""
+
+    device = "cpu"
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
+        return [o.float().cpu().numpy() for o in self._forward(graph, args)]
+
+    def _forward(self, graph: str, args: list) -> tuple:
+        """One graph on device tensors in contract order; outputs on device."""
+        raise NotImplementedError
+
+
+class TorchRunner(TorchDeviceRunner):
     """Runs the checkpoint a bundle was exported from, in PyTorch (CPU or CUDA).
 
     Args:
@@ -43,11 +61,6 @@ class TorchRunner(Runner):
         if path is None:
             raise TgirUserError(f"{self.folder}: {why.replace('--checkpoint', 'checkpoint=')}")
         return path
-
-    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        torch = self._torch
-        args = [torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for v in feeds.values()]
-        return [o.float().cpu().numpy() for o in self._forward(graph, args)]
 
     def _forward(self, graph: str, args: list) -> tuple:
         """The model call behind one graph, on device tensors in contract order; outputs on device."""

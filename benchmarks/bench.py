@@ -352,11 +352,13 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None,
         partial: Called after each target with the result so far (``complete`` False), so that a run
             cut short (a lent machine taken back, a session's end) still leaves its measurements.
     """
+    from tgir.benchmarks.machine import machine_facts, versions
     from tgir.benchmarks.search_scaling import search_scaling
 
     emit = progress or (lambda event: None)
     started = time.time()
     end = time.monotonic() + cfg.deadline_s if cfg.deadline_s else None
+    facts = {"machine": machine_facts(), "versions": versions()}  # once: nvidia-smi is a subprocess
     rows: list[dict] = []
     for n, target in enumerate(cfg.targets, 1):
         emit({"event": "target", "target": target.label, "index": n, "total": len(cfg.targets)})
@@ -364,7 +366,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None,
         emit({"event": "target_done", "target": target.label, "status": row["status"], "reason": row.get("reason")})
         rows.append(row)
         if partial:
-            partial(_result(cfg, rows, [], started, complete=False))
+            partial(_result(cfg, facts, rows, [], None, started, complete=False))
     scaling, error = [], None
     if cfg.search_sizes:
         from tgir.benchmarks.bench_measure import _one_line
@@ -376,7 +378,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None,
         except Exception as err:  # keep the targets' rows and the sizes done; say why the rest is missing
             error = _one_line(err)
             emit({"event": "search_scaling_failed", "reason": error})
-    return {**_result(cfg, rows, scaling, started, complete=True), "search_scaling_error": error}
+    return _result(cfg, facts, rows, scaling, error, started, complete=True)
 
 
 def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None) -> dict:
@@ -393,11 +395,10 @@ def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None
     return run_target(target, cfg, emit)
 
 
-def _result(cfg: BenchConfig, rows: list[dict], scaling: list[dict], started: float, complete: bool) -> dict:
-    """The JSON-ready result of the targets measured so far."""
-    from tgir.benchmarks.machine import machine_facts, versions
-
-    rows = [dict(r, results=[dict(x) for x in r.get("results", [])]) for r in rows]
+def _result(cfg: BenchConfig, facts: dict, rows: list[dict], scaling: list[dict], error: str | None,
+            started: float, complete: bool) -> dict:
+    """The JSON-ready result of the targets measured so far (``facts``: machine and versions)."""
+    rows = list(rows)  # a snapshot: the run goes on appending to its list
     baseline = cfg.baseline_label()
     add_speedups(rows, baseline)
     done = {s["gallery"] for s in scaling}
@@ -413,10 +414,9 @@ def _result(cfg: BenchConfig, rows: list[dict], scaling: list[dict], started: fl
               "peak_rss": ("ru_maxrss of the target's own process after timing, before accuracy" if cfg.isolate
                            else "ru_maxrss of the one process running every target (cumulative)")}
     return {"schema": SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-            "command": config_command(cfg), "machine": machine_facts(), "versions": versions(),
-            "config": cfg.to_dict(), "inputs": inputs, "baseline": baseline, "targets": rows,
-            "search_scaling": scaling, "search_scaling_skipped": skipped, "complete": complete,
-            "wall_s": round(time.time() - started, 1)}
+            "command": config_command(cfg), **facts, "config": cfg.to_dict(), "inputs": inputs,
+            "baseline": baseline, "targets": rows, "search_scaling": scaling, "search_scaling_skipped": skipped,
+            "search_scaling_error": error, "complete": complete, "wall_s": round(time.time() - started, 1)}
 
 
 def add_speedups(rows: list[dict], baseline: str | None) -> None:

@@ -28,7 +28,8 @@ Result (JSON, schema ``tgir-bench/1``): ``schema, date, command`` (an equivalent
 ``machine`` (cpu, logical_cpus, physical_cores, memory_gib, os, python, gpus), ``versions``,
 ``config`` (the BenchConfig), ``inputs`` (what was timed and how), ``baseline`` (label or null),
 ``search_scaling`` (rows of ``search_scaling.search_scaling``), ``search_scaling_skipped`` (sizes the
-deadline or a failure left out), ``search_scaling_error`` (why it failed, else null), ``complete``
+deadline or a failure left out, whole or some of their batches), ``search_scaling_skip_reason`` (why),
+``search_scaling_error`` (why it failed, else null), ``complete``
 (false in the files rewritten after each target while the run goes on), ``wall_s`` and
 ``targets``: one row per target with ``label, backend, bundle, options, status`` ("ok";
 "partial": stopped by its timeout or the deadline, or crashed, after measuring some stages, kept
@@ -45,9 +46,11 @@ else null).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,12 +162,12 @@ class BenchConfig:
             raise TgirUserError(f"two targets are labelled {dup[0]!r}; name them: --target LABEL=BACKEND:BUNDLE")
         if not self.batches or min(self.batches) < 1:
             raise TgirUserError(f"batch sizes must be >= 1, got {list(self.batches)}")
-        limits = (("iters", self.iters, 1), ("warmup", self.warmup, 0), ("gallery", self.gallery, 1), ("k", self.k, 1),
-                  ("threads", self.threads, 0), ("search-iters", self.search_iters, 1),
-                  ("timeout", self.timeout_s, 0), ("deadline", self.deadline_s, 0))
-        for name, value, low in limits:
-            if value < low:
-                raise TgirUserError(f"--{name} must be >= {low}, got {value}")
+        limits = (("--iters", self.iters, 1), ("--warmup", self.warmup, 0), ("--gallery", self.gallery, 1),
+                  ("-k", self.k, 1), ("--threads", self.threads, 0), ("--search-iters", self.search_iters, 1),
+                  ("--timeout", self.timeout_s, 0), ("--deadline", self.deadline_s, 0))
+        for flag, value, low in limits:
+            if not math.isfinite(value) or value < low:  # nan passes every comparison; inf overflows timers
+                raise TgirUserError(f"{flag} must be a finite number >= {low}, got {value}")
         if self.k > self.gallery or (self.search_sizes and self.k > min(self.search_sizes)):
             raise TgirUserError(f"-k {self.k} exceeds a gallery size ({self.gallery}, search sizes "
                                 f"{list(self.search_sizes)})")
@@ -367,18 +370,25 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None,
         rows.append(row)
         if partial:
             partial(_result(cfg, facts, rows, [], None, started, complete=False))
-    scaling, error = [], None
+    scaling: list[dict] = []
+    why: list[str] = []  # why sizes were left out: the deadline, or a failure
+
+    def scaling_emit(event: dict) -> None:
+        if event.get("event") == "search_scaling_skipped":
+            why.append(event["reason"])
+        emit(event)
+
     if cfg.search_sizes:
         from tgir.benchmarks.bench_measure import _one_line
 
         dim = next((r["embed_dim"] for r in rows if r.get("embed_dim")), 512)
         try:
-            scaling = search_scaling(cfg.search_sizes, dim, cfg.batches, cfg.search_iters, min(cfg.warmup, 5),
-                                     cfg.k, emit, cfg.seed, cfg.threads, deadline=end, rows=scaling)
+            search_scaling(cfg.search_sizes, dim, cfg.batches, cfg.search_iters, min(cfg.warmup, 5),
+                           cfg.k, scaling_emit, cfg.seed, cfg.threads, deadline=end, rows=scaling)
         except Exception as err:  # keep the targets' rows and the sizes done; say why the rest is missing
-            error = _one_line(err)
-            emit({"event": "search_scaling_failed", "reason": error})
-    return _result(cfg, facts, rows, scaling, error, started, complete=True)
+            why.append(f"failed: {_one_line(err)}")
+            emit({"event": "search_scaling_failed", "reason": why[-1][len("failed: "):]})
+    return _result(cfg, facts, rows, scaling, why[-1] if why else None, started, complete=True)
 
 
 def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None) -> dict:
@@ -395,14 +405,15 @@ def _measure(target: Target, cfg: BenchConfig, emit: Progress, end: float | None
     return run_target(target, cfg, emit)
 
 
-def _result(cfg: BenchConfig, facts: dict, rows: list[dict], scaling: list[dict], error: str | None,
+def _result(cfg: BenchConfig, facts: dict, rows: list[dict], scaling: list[dict], why: str | None,
             started: float, complete: bool) -> dict:
-    """The JSON-ready result of the targets measured so far (``facts``: machine and versions)."""
+    """The JSON-ready result of the targets measured so far (``facts``: machine and versions; ``why``: why
+    search scaling sizes are missing, ``failed: ...`` when it raised)."""
     rows = list(rows)  # a snapshot: the run goes on appending to its list
     baseline = cfg.baseline_label()
     add_speedups(rows, baseline)
-    done = {s["gallery"] for s in scaling}
-    skipped = [n for n in cfg.search_sizes if n not in done] if complete else []
+    rows_of = Counter(s["gallery"] for s in scaling)
+    skipped = [n for n in cfg.search_sizes if rows_of[n] < len(cfg.batches)] if complete else []
     inputs = {"source": f"{cfg.dataset} {cfg.split} split ({cfg.data})" if cfg.data else "synthetic",
               "images_decoded_before_timing": True,
               "timed": "preprocessing + tokenizer + graphs, and for search/end_to_end the top-k search",
@@ -416,7 +427,9 @@ def _result(cfg: BenchConfig, facts: dict, rows: list[dict], scaling: list[dict]
     return {"schema": SCHEMA, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
             "command": config_command(cfg), **facts, "config": cfg.to_dict(), "inputs": inputs,
             "baseline": baseline, "targets": rows, "search_scaling": scaling, "search_scaling_skipped": skipped,
-            "search_scaling_error": error, "complete": complete, "wall_s": round(time.time() - started, 1)}
+            "search_scaling_error": why[len("failed: "):] if why and why.startswith("failed: ") else None,
+            "search_scaling_skip_reason": why if skipped else None, "complete": complete,
+            "wall_s": round(time.time() - started, 1)}
 
 
 def add_speedups(rows: list[dict], baseline: str | None) -> None:

@@ -98,7 +98,7 @@ def markdown(result: dict) -> str:
     lines += scaling_table(result.get("search_scaling") or [])
     if result.get("search_scaling_skipped"):
         why = (f"failed: {result['search_scaling_error']}" if result.get("search_scaling_error")
-               else "the run's --deadline was reached")
+               else result.get("search_scaling_skip_reason") or "the run's --deadline was reached")
         lines += ["", f"Search scaling not measured ({why}): galleries of "
                   + ", ".join(f"{n:,}" for n in result["search_scaling_skipped"])]
     return "\n".join(lines) + "\n"

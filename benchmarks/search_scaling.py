@@ -49,8 +49,10 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
                    deadline: float | None = None, rows: list[dict] | None = None) -> list[dict]:
     """Per gallery size and batch: latency summaries of exact numpy and FAISS flat search.
 
-    ``deadline`` (a ``time.monotonic()`` value): sizes not started by then are left out. ``rows``: a
-    list to append to (and return), so a caller keeps the sizes done when a later one raises.
+    ``deadline`` (a ``time.monotonic()`` value): sizes and batches not started by then are left out, and
+    so is a size that the previous one's wall time says would not end by then (a ``search_scaling_skipped``
+    progress event gives the reason). ``rows``: a list to append to (and return), so a caller keeps the
+    sizes done when a later one raises.
 
     Returns:
         Rows ``{"gallery", "dim", "batch", "k", "exact": summary, "faiss": summary | None,
@@ -65,17 +67,44 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
     rng = np.random.default_rng(seed)
     queries = unit_rows(rng, max(batches), dim)
     rows = [] if rows is None else rows
+    spent: tuple[int, float] | None = None  # (size, seconds) of the last size measured: the next one's estimate
     for n, size in enumerate(sizes):
-        if deadline is not None and time.monotonic() >= deadline:
+        why = _no_time_for(size, deadline, spent)
+        if why:
             if progress:
-                progress({"event": "search_scaling_skipped", "sizes": list(sizes[n:])})
+                progress({"event": "search_scaling_skipped", "sizes": list(sizes[n:]), "reason": why})
             break
-        rows.extend(_one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads))
+        start = time.monotonic()
+        rows.extend(_one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads,
+                              deadline))
+        spent = (size, time.monotonic() - start)
     return rows
 
 
+def _no_time_for(size: int, deadline: float | None, spent: tuple[int, float] | None) -> str | None:
+    """Why a gallery of ``size`` is not started before ``deadline`` (monotonic), or None to start it.
+
+    A size that starts runs its builds to the end, so it is only started when the last size's wall
+    time, scaled linearly (making the gallery, both index builds and every scan grow with its rows),
+    says it ends in time: 1M rows after 100K would otherwise overrun a lent machine's deadline by minutes.
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return "the run's --deadline was reached"
+    if spent is not None:
+        estimate = spent[1] * size / spent[0]
+        if estimate > left:
+            return (f"a {size:,} gallery would take about {estimate:.0f} s (the {spent[0]:,} one took "
+                    f"{spent[1]:.1f} s), {left:.0f} s were left before the run's --deadline")
+    return None
+
+
 def _one_size(gallery: np.ndarray, queries: np.ndarray, batches: Sequence[int], iters: int, warmup: int, k: int,
-              faiss, progress: Callable[[dict], None] | None, threads: int = 0) -> list[dict]:
+              faiss, progress: Callable[[dict], None] | None, threads: int = 0,
+              deadline: float | None = None) -> list[dict]:
+    """Rows of one gallery size, a batch at a time; batches not started by ``deadline`` are left out."""
     size, dim = gallery.shape
     start = time.perf_counter()
     int8 = Int8Search(gallery, threads)
@@ -87,7 +116,12 @@ def _one_size(gallery: np.ndarray, queries: np.ndarray, batches: Sequence[int], 
         index.add(gallery)
         build_s = round(time.perf_counter() - start, 4)
     rows = []
-    for batch in batches:
+    for n, batch in enumerate(batches):
+        if deadline is not None and time.monotonic() >= deadline:
+            if progress:
+                progress({"event": "search_scaling_skipped", "sizes": [size], "batches": list(batches[n:]),
+                          "reason": "the run's --deadline was reached"})
+            break
         q = np.ascontiguousarray(queries[:batch])
         samples, _ = time_calls(lambda q=q: exact_search(q, gallery, k), iters, warmup)
         row = {"gallery": size, "dim": dim, "batch": batch, "k": k, "exact": summarize(samples, batch),

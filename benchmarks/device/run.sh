@@ -23,7 +23,7 @@
 # compile the AOTInductor CUDA packages; 0: skip them and their two targets), TARGET_TIMEOUT (s per
 # target, 240), WORK (scratch folder; default: a fresh temporary one), REHEARSE (1: run on a machine
 # without CUDA, where every GPU target becomes a skipped row: proves the script, measures no GPU),
-# INSTALL (1; 0 uses the tgir already installed, as the tests do).
+# INSTALL (1; 0 uses the tgir already installed, as the tests do), PYTHON (default: python3).
 #
 # The C runtime needs nlohmann-json's and OpenSSL's headers. Where the machine lacks them and has
 # no network, run `bash benchmarks/device/fetch-deps.sh` beforehand on a machine with apt: it puts
@@ -47,6 +47,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # scheduler steps in (python -m tgir.benchmarks.thread_contention on 2 cores: a 2.5 ms conv then a
 # 0.18 ms search took 8.0 ms, 3.2 ms with this), which would inflate the eager CPU baseline. The same for every target; recorded in the JSON.
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+# The interpreter that holds PyTorch (on the lent GPU machines that is python3; `python` may not exist),
+# and tgir's commands through it, so that a console-script folder missing from PATH does not matter.
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+TGIR=("$PY" -m tgir)
+TGIR_EXPORT=("$PY" -m tgir.export)
 mkdir -p "$OUT_DIR" "$WORK"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 LOG="$OUT_DIR/bench_gpu.log"
@@ -61,11 +66,12 @@ budget() { local cap=$1 reserve=$2 rest; rest=$(($(left) - reserve)); echo $((re
 
 if [ "$INSTALL" = 1 ]; then
   log "1/5 install tgir (no dependencies)"
-  pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1
+  # --no-build-isolation: no network for a build environment; it needs setuptools >= 70.1 (or wheel) here
+  "$PY" -m pip install --no-deps --no-build-isolation -q -e . >>"$LOG" 2>&1
 else
   log "1/5 INSTALL=0: using the tgir installed here"
 fi
-REHEARSE=$REHEARSE python - <<'EOF' 2>&1 | tee -a "$LOG"
+REHEARSE=$REHEARSE "$PY" - <<'EOF' 2>&1 | tee -a "$LOG"
 import os
 import sys
 
@@ -83,15 +89,15 @@ EOF
 nvidia-smi >>"$LOG" 2>&1 || log "nvidia-smi not available (GPU memory of non-PyTorch targets is then not reported)"
 
 log "2/5 CSS-2D test data (scale 0.02)"
-[ -f "$WORK/css2d/css2d.json" ] || tgir data css2d --out "$WORK/css2d" --scale 0.02 >>"$LOG" 2>&1
+[ -f "$WORK/css2d/css2d.json" ] || "${TGIR[@]}" data css2d --out "$WORK/css2d" --scale 0.02 >>"$LOG" 2>&1
 
 log "3/5 fp32 bundle of the shipped AMC (ONNX Runtime)"
 FP32="$WORK/fp32"
-timeout "$(budget 180 120)" tgir-export build-engine --precision fp32 --backend onnxruntime --out "$FP32" >>"$LOG" 2>&1
+timeout "$(budget 180 120)" "${TGIR_EXPORT[@]}" build-engine --precision fp32 --backend onnxruntime --out "$FP32" >>"$LOG" 2>&1
 
 log "4/5 optional: AOTInductor CUDA packages, libtgir, TensorRT bundles"
 if [ "$AOTI" = 1 ]; then
-  if timeout "$(budget 200 200)" tgir-export aoti --bundle "$FP32" --device cuda >>"$LOG" 2>&1; then
+  if timeout "$(budget 200 200)" "${TGIR_EXPORT[@]}" aoti --bundle "$FP32" --device cuda >>"$LOG" 2>&1; then
     log "    AOTInductor CUDA packages compiled"
   else
     log "    AOTInductor CUDA packages not compiled (exit $?; see $LOG): their targets report why"
@@ -101,7 +107,7 @@ if [ "$AOTI" = 1 ]; then
   if devdeps_cmake_args "$ROOT/.devdeps" "$WORK/sysroot" >>"$LOG" 2>&1; then
     cmake_args+=("${DEVDEPS_CMAKE_ARGS[@]}")
   fi
-  if timeout "$(budget 150 180)" env CXXFLAGS="${DEVDEPS_CXXFLAGS:-}" python -c "import os, sys; \
+  if timeout "$(budget 150 180)" env CXXFLAGS="${DEVDEPS_CXXFLAGS:-}" "$PY" -c "import os, sys; \
 from tgir.runtime.clib import build_library as b; \
 print(b(tests=False, jobs=os.cpu_count() or 2, extra=sys.argv[1:]))" "${cmake_args[@]}" >>"$LOG" 2>&1; then
     log "    libtgir built (runtime/build/libtgir.so)"
@@ -116,9 +122,9 @@ targets=(
   --target "ort-cpu=onnxruntime:$FP32"
   --target "ort-cuda=onnxruntime,provider=cuda:$FP32"
 )
-if python -c "import tensorrt" >/dev/null 2>&1; then
+if "$PY" -c "import tensorrt" >/dev/null 2>&1; then
   for precision in fp16 int8; do
-    if timeout "$(budget 240 200)" tgir-export build-engine --precision "$precision" --backend tensorrt \
+    if timeout "$(budget 240 200)" "${TGIR_EXPORT[@]}" build-engine --precision "$precision" --backend tensorrt \
         --calib-data "$WORK/css2d" --out "$WORK/trt_$precision" >>"$LOG" 2>&1; then
       targets+=(--target "trt-$precision=tensorrt,device=cuda:$WORK/trt_$precision")
     else
@@ -140,10 +146,10 @@ fi
 
 log "5/5 tgir bench (batches $BATCHES, $ITERS timed runs after $WARMUP warm-up runs, $(left) s left)"
 plot=()
-if python -c "import matplotlib" >/dev/null 2>&1; then
+if "$PY" -c "import matplotlib" >/dev/null 2>&1; then
   plot=(--plot "$OUT_DIR/bench_gpu.png")
 fi
-tgir bench "${targets[@]}" --baseline eager-cpu --batch "$BATCHES" --iters "$ITERS" --warmup "$WARMUP" \
+"${TGIR[@]}" bench "${targets[@]}" --baseline eager-cpu --batch "$BATCHES" --iters "$ITERS" --warmup "$WARMUP" \
   --data "$WORK/css2d" --search-sizes "$SEARCH_SIZES" --timeout "$TARGET_TIMEOUT" --deadline "$(budget 100000 15)" \
   --json "$OUT_DIR/bench_gpu.json" --markdown "$OUT_DIR/bench_gpu.md" "${plot[@]}" 2> >(tee -a "$LOG" >&2) >/dev/null
 log "done: $OUT_DIR/bench_gpu.json, $OUT_DIR/bench_gpu.md${plot:+, $OUT_DIR/bench_gpu.png}"

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,9 +346,32 @@ def test_cli_errors_are_one_line(tiny_amc_bundle, capsys, monkeypatch):
     _one_line_error(capsys, ["bench", "--target", b], "expected [LABEL=]BACKEND")
     _one_line_error(capsys, ["bench"], "nothing to measure")
     _one_line_error(capsys, ["bench", "--backend", "torch"], "--backend applies to --bundle")
-    _one_line_error(capsys, ["bench", "--bundle", b, "--iters", "0"], "--iters must be >= 1")
+    _one_line_error(capsys, ["bench", "--bundle", b, "--iters", "0"], "--iters must be a finite number >= 1")
+    _one_line_error(capsys, ["bench", "--bundle", b, "-k", "0"], "-k must be", "got 0")
+    for flag in ("--deadline", "--timeout"):
+        for value in ("nan", "inf", "-1"):
+            _one_line_error(capsys, ["bench", "--bundle", b, flag, value], f"{flag} must be a finite number >= 0")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     _one_line_error(capsys, ["bench", "--bundle", b, "--plot", "x.png"], "pip install matplotlib")
+
+
+def test_cli_refuses_missing_inputs_and_unwritable_outputs_before_measuring(tiny_amc_bundle, tmp_path, capsys):
+    b = str(tiny_amc_bundle)
+    _one_line_error(capsys, ["bench", "--bundle", str(tmp_path / "nope")], "target 'torch'", "no such folder")
+    _one_line_error(capsys, ["bench", "--target", f"x=onnxruntime:{tmp_path}"], "'x'", "not a tgir bundle")
+    _one_line_error(capsys, ["bench", "--bundle", b, "--data", str(tmp_path / "nodata")], "--data", "no such folder")
+    (tmp_path / "empty").mkdir()
+    code = main(["bench", "--bundle", b, "--data", str(tmp_path / "empty")])  # the loader's own one-line error
+    assert code == 1 and "Traceback" not in capsys.readouterr().err
+    _one_line_error(capsys, ["bench", "--bundle", b, "--json", str(tmp_path / "no" / "r.json")],
+                    "--json", "does not exist")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if not os.access(tmp_path / "ro", os.W_OK):  # root may write anywhere; a read-only mount then tells nothing
+        _one_line_error(capsys, ["bench", "--bundle", b, "--markdown", str(tmp_path / "ro" / "r.md")],
+                        "--markdown", "cannot write there")
+    if Path("/proc/self").is_dir():  # /proc refuses new files even to root
+        _one_line_error(capsys, ["bench", "--bundle", b, "--json", "/proc/r.json"], "--json", "cannot write there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "ro"]  # the probes left nothing behind
 
 
 def test_cli_runs_and_writes_json_and_markdown(tiny_amc_bundle, tmp_path, capsys):
@@ -389,14 +413,17 @@ def test_thread_contention_times_each_case():
     assert median_ms(lambda: calls.append(1), runs=3, warmup=2) >= 0 and len(calls) == 5
 
 
-def test_cli_writes_the_json_file_whole_and_leaves_no_temporary(tmp_path, capsys):
-    out = tmp_path / "r.json"
-    code = main(["bench", "--target", f"gone=onnxruntime:{tmp_path / 'nothing'}", "--no-isolate", "--batch", "1",
+def test_cli_writes_the_json_file_whole_and_exits_1_when_nothing_was_measured(tmp_path, capsys):
+    out, broken = tmp_path / "r.json", tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")  # a bundle in name only: the target fails
+    code = main(["bench", "--target", f"gone=onnxruntime:{broken}", "--no-isolate", "--batch", "1",
                  "--iters", "1", "--gallery", "20", "-k", "3", "--deadline", "100", "--json", str(out),
                  "--markdown", str(tmp_path / "r.md")])
     _, err = capsys.readouterr()
-    assert code == 0, err
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        "tgir: error: no target was measured (1 failed); the table lists why"), err
     result = json.loads(out.read_text())
     assert result["complete"] and result["targets"][0]["status"] == "failed"
     assert "--deadline 100" in result["command"] and "- `gone` (onnxruntime," in (tmp_path / "r.md").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]  # written in place, no .tmp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "r.json", "r.md"]  # in place, no .tmp left

@@ -8,6 +8,7 @@ import json
 import stat
 import sys
 import time
+from types import SimpleNamespace
 
 from tgir.benchmarks import bench, bench_measure, bench_process, bench_report
 from tgir.benchmarks.bench import BenchConfig, Target
@@ -144,7 +145,49 @@ def test_search_scaling_stops_at_its_deadline():
     events: list[dict] = []
     rows = search_scaling((50, 60), dim=4, batches=(1,), iters=1, warmup=0, k=2, progress=events.append,
                           deadline=time.monotonic() - 1)
-    assert rows == [] and events == [{"event": "search_scaling_skipped", "sizes": [50, 60]}]
+    assert rows == [] and events == [{"event": "search_scaling_skipped", "sizes": [50, 60],
+                                      "reason": "the run's --deadline was reached"}]
+
+
+def test_search_scaling_does_not_start_a_size_its_predecessor_says_would_overrun(monkeypatch):
+    from tgir.benchmarks import search_scaling as module
+
+    clock = [0.0]
+    monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter))
+
+    def thirty_seconds(gallery, queries, batches, *args):  # every size takes 30 s of the fake clock
+        clock[0] += 30
+        return [{"gallery": len(gallery), "batch": b} for b in batches]
+
+    monkeypatch.setattr(module, "_one_size", thirty_seconds)
+    events: list[dict] = []
+    rows = search_scaling((10, 20, 40), dim=4, batches=(1,), iters=1, warmup=0, k=2, progress=events.append,
+                          deadline=100.0)
+    # 10 took 30 s -> 20 is estimated at 60 s with 70 s left: started; 20 took 30 s -> 40 at 60 s, 40 s left
+    assert [r["gallery"] for r in rows] == [10, 20]
+    assert events == [{"event": "search_scaling_skipped", "sizes": [40], "reason": (
+        "a 40 gallery would take about 60 s (the 20 one took 30.0 s), 40 s were left before the run's --deadline")}]
+
+
+def test_search_scaling_stops_between_batches_at_the_deadline(monkeypatch):
+    from tgir.benchmarks import search_scaling as module
+
+    clock = [0.0]
+    monkeypatch.setattr(module, "time", SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter))
+    real_time_calls = module.time_calls
+
+    def time_calls_then_late(*args, **kwargs):  # the first batch's timing runs past the deadline
+        clock[0] = 50.0
+        return real_time_calls(*args, **kwargs)
+
+    monkeypatch.setattr(module, "time_calls", time_calls_then_late)
+    events: list[dict] = []
+    cfg_rows = search_scaling((30,), dim=4, batches=(1, 2, 4), iters=1, warmup=0, k=2, progress=events.append,
+                              deadline=10.0)
+    assert [(r["gallery"], r["batch"]) for r in cfg_rows] == [(30, 1)]
+    skipped = [e for e in events if e["event"] == "search_scaling_skipped"]
+    assert skipped == [{"event": "search_scaling_skipped", "sizes": [30], "batches": [2, 4],
+                        "reason": "the run's --deadline was reached"}]
 
 
 def test_search_scaling_rows():

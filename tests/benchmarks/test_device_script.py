@@ -21,7 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device" / "run.sh
 def _run(out: Path, work: Path, **env: str) -> subprocess.CompletedProcess:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     knobs = {"REHEARSE": "1", "INSTALL": "0", "AOTI": "0", "BATCHES": "1", "ITERS": "2", "WARMUP": "0",
-             "SEARCH_SIZES": "", "DEADLINE": "400", "WORK": str(work), "PATH": path, **env}
+             "SEARCH_SIZES": "1K", "DEADLINE": "400", "WORK": str(work), "PATH": path, "PYTHON": sys.executable, **env}
     return subprocess.run(["bash", str(SCRIPT), str(out)], env={**os.environ, **knobs}, capture_output=True,
                           text=True, timeout=600, cwd=work.parent)
 
@@ -36,6 +36,7 @@ def test_rehearsal_measures_the_cpu_rows_and_skips_the_gpu_ones(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "bench_gpu.json").read_text())
     assert result["complete"] and result["baseline"] == "eager-cpu"
+    assert [(s["gallery"], s["batch"]) for s in result["search_scaling"]] == [(1000, 1)]
     assert result["machine"]["thread_env"]["OPENBLAS_NUM_THREADS"] == os.environ.get("OPENBLAS_NUM_THREADS", "1")
     by = {t["label"]: t for t in result["targets"]}
     assert list(by) == ["eager-cpu", "eager-cuda", "ort-cpu", "ort-cuda", "trt", "compile-cuda"]

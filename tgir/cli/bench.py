@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -90,8 +91,6 @@ def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, 
 
     if backends and not bundles:
         raise TgirUserError("--backend applies to --bundle; give --bundle DIR, or use --target SPEC")
-    if data and not Path(data).is_dir():
-        raise TgirUserError(f"--data {data}: no such folder")
     if plot_out:
         require_matplotlib()
     cfg = BenchConfig(targets=targets_from(bundles, backends, targets), batches=parse_ints(batch, "--batch"),
@@ -101,6 +100,7 @@ def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, 
                       search_iters=search_iters, baseline=baseline, isolate=isolate, timeout_s=timeout,
                       deadline_s=deadline, seed=seed)
     files = (None if json_out == "-" else json_out, md_out)
+    _check_inputs(cfg, {"--json": files[0], "--markdown": md_out, "--plot": plot_out})
     result = run_bench(cfg, None if quiet else _progress, lambda part: _write(part, *files))
     table = _write(result, *files)
     click.echo(json.dumps(result, indent=2) if json_out == "-" else table, nl=json_out == "-")
@@ -109,6 +109,52 @@ def bench(bundles, backends, targets, batch, iters, warmup, gallery, k, method, 
     written = [p for p in (json_out, md_out, plot_out) if p and p != "-"]
     if written and not quiet:
         click.echo(f"written: {', '.join(written)}", err=True)
+    _exit_when_nothing_measured(result)
+
+
+def _check_inputs(cfg, outputs: dict[str, str | None]) -> None:
+    """Refuse, before minutes of measuring, what would make the run useless: a bundle or --data folder
+    that is not there, a dataset split that does not load, an output file that cannot be written."""
+    for target in cfg.targets:
+        bundle = Path(target.bundle)
+        if not bundle.is_dir():
+            raise TgirUserError(f"target {target.label!r}: bundle {bundle}: no such folder")
+        if not (bundle / "manifest.json").is_file():
+            raise TgirUserError(f"target {target.label!r}: {bundle} is not a tgir bundle (no manifest.json; "
+                                "tgir-export build-engine writes one)")
+    if cfg.data:
+        if not Path(cfg.data).is_dir():
+            raise TgirUserError(f"--data {cfg.data}: no such folder")
+        from tgir.data.registry import load_split
+
+        load_split(cfg.dataset, cfg.data, cfg.split)  # its errors say what is wrong with the folder
+    for flag, path in outputs.items():
+        if path:
+            _check_writable(flag, Path(path))
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Create and remove ``path``'s temporary sibling (what ``_write`` writes first): an unwritable path
+    fails here, not after the measurements."""
+    if not path.parent.is_dir():
+        raise TgirUserError(f"{flag} {path}: folder {path.parent} does not exist")
+    probe = path.with_name(path.name + ".tmp")
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TgirUserError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+
+
+def _exit_when_nothing_measured(result: dict) -> None:
+    """Exit 1 (after the table and files are written) when no target measured anything."""
+    from tgir.benchmarks.bench import MEASURED
+
+    rows = result["targets"]
+    if rows and not any(r["status"] in MEASURED for r in rows):
+        counts = Counter(r["status"] for r in rows)
+        raise TgirUserError("no target was measured (" + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+                            + "); the table lists why")
 
 
 def _write(result: dict, json_out: str | None, md_out: str | None) -> str:
@@ -148,7 +194,9 @@ def _progress(event: dict) -> None:
     elif kind == "search_scaling_failed":
         line = f"search scaling failed: {event['reason']}"
     elif kind == "search_scaling_skipped":
-        line = f"search scaling: deadline reached, not measured: {', '.join(f'{n:,}' for n in event['sizes'])}"
+        sizes = ", ".join(f"{n:,}" for n in event["sizes"])
+        batches = f" batches {', '.join(map(str, event['batches']))}" if event.get("batches") else ""
+        line = f"search scaling: not measured: gallery {sizes}{batches} ({event.get('reason', 'deadline reached')})"
     else:
         return
     click.echo(line, err=True)

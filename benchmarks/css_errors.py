@@ -149,4 +149,4 @@ def main(checkpoints, data, split_name, out) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, None, prog_name="css_errors"))
+    raise SystemExit(run_main(main, None, prog_name="python -m tgir.benchmarks.css_errors"))

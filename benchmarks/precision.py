@@ -26,6 +26,7 @@ from tgir.benchmarks.machine import machine_facts
 from tgir.runtime.evaluate import evaluate_bundle
 from tgir.runtime.ort import OrtOptions, OrtRunner
 
+from tgir.cli.common import run_main
 from tgir.data.registry import DATASETS, load_split
 
 
@@ -95,12 +96,13 @@ def measure(name: str, bundle: str, split, threads: int, iters: int, warmup: int
 
 @click.command()
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
-@click.option("--split", "split_name", default="test", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True,
+              help="Format of --data.")
+@click.option("--split", "split_name", default="test", show_default=True, help="Split scored and timed.")
 @click.option("--bundle", "bundles", multiple=True, required=True, metavar="NAME=DIR", help="Repeatable.")
 @click.option("--threads", default=1, show_default=True, help="Intra-op threads for the latency runs.")
 @click.option("--latency-iters", default=200, show_default=True, help="Timed runs at batch 1 (batch 32: /8).")
-@click.option("--warmup", default=20, show_default=True)
+@click.option("--warmup", default=20, show_default=True, help="Untimed runs before the timed ones.")
 @click.option("--accuracy/--no-accuracy", default=True, show_default=True, help="Score recall on the split.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the rows as JSON here too.")
 def main(data, dataset, split_name, bundles, threads, latency_iters, warmup, accuracy, out) -> None:
@@ -121,4 +123,4 @@ def main(data, dataset, split_name, bundles, threads, latency_iters, warmup, acc
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_main(main, None, prog_name="python -m tgir.benchmarks.precision"))

@@ -110,14 +110,19 @@ def _check_equal(designs: dict, inputs: list) -> float:
 
 
 @click.command()
-@click.option("--checkpoint", default="trained/amc_css2d.pt", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="AMC checkpoint [default: the shipped trained/amc_css2d.pt, wherever this is run from].")
 @click.option("--data", type=click.Path(file_okay=False), help="CSS-2D root (default: a generated small test split).")
 @click.option("--queries", default=2000, show_default=True, help="Test queries timed, each alone (batch 1).")
 @click.option("--threads", default=1, show_default=True, help="ONNX Runtime intra-op threads.")
-@click.option("--warmup", default=20, show_default=True)
+@click.option("--warmup", default=20, show_default=True, help="Untimed runs of each design first.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
 def main(checkpoint, data, queries, threads, warmup, out) -> None:
     """Time the composer for the three router designs on CSS-2D test queries at batch 1."""
+    if checkpoint is None:
+        from tgir.export.build import shipped_checkpoint
+
+        checkpoint = str(shipped_checkpoint())
     inputs, facts = composer_inputs(checkpoint, data, queries)
     with tempfile.TemporaryDirectory(prefix="tgir-router-") as tmp:
         designs, host, experts = build_designs(checkpoint, Path(tmp), threads)
@@ -144,4 +149,4 @@ def skip_shares(host, inputs: list) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, None, prog_name="router_designs"))
+    raise SystemExit(run_main(main, None, prog_name="python -m tgir.benchmarks.router_designs"))

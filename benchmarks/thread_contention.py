@@ -51,10 +51,12 @@ def contention(torch_threads: int, runs: int = 30, gallery: int = 10_000, dim: i
 @click.option("--torch-threads", default=0, show_default=True, help="PyTorch intra-op threads (0: one per core).")
 @click.option("--runs", default=30, show_default=True, help="Timed runs of each case (the median is reported).")
 def main(torch_threads: int, runs: int) -> None:
+    """Time a conv (PyTorch's thread pool), an exact search (numpy's BLAS pool) and the two back to back:
+    the third above the sum of the first two means the pools stall each other (set OPENBLAS_NUM_THREADS=1)."""
     threads = torch_threads or torch.get_num_threads()
     result = {**contention(threads, runs), "thread_env": machine_facts()["thread_env"], "torch": torch.__version__}
     click.echo(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, None, prog_name="thread_contention"))
+    raise SystemExit(run_main(main, None, prog_name="python -m tgir.benchmarks.thread_contention"))

@@ -294,8 +294,12 @@ def build_library(build_dir: str | Path = DEFAULT_BUILD_DIR, sanitize: bool = Fa
 
 
 if __name__ == "__main__":  # python -m tgir.runtime.clib build [BUILD_DIR]
+    USAGE = "usage: python -m tgir.runtime.clib build [BUILD_DIR]   (CMake-builds libtgir; prints its path)"
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(USAGE)
+        sys.exit(0)
     if sys.argv[1:2] != ["build"]:
-        sys.exit("usage: python -m tgir.runtime.clib build [BUILD_DIR]")
+        sys.exit(USAGE)
     try:
         print(build_library(sys.argv[2] if len(sys.argv) > 2 else DEFAULT_BUILD_DIR))
     except TgirUserError as err:

@@ -223,6 +223,12 @@ def test_installed_library_is_found_by_cmake_find_package(libtgir_build, tmp_pat
         assert done.returncode == 0, f"{cmd}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
     assert done.stdout.startswith("0.4.0 (aoti")
     assert (prefix / "include" / "tgir.h").is_file()
+    example = prefix / "bin" / "tgir_search"
+    if example.is_file():  # built where libpng is: it must find the installed libtgir by itself
+        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+        done = subprocess.run([str(example)], capture_output=True, text=True, timeout=60, env=env)
+        assert "cannot open shared object" not in done.stderr and "usage" in (done.stdout + done.stderr).lower(), (
+            done.stderr)
 
 
 @pytest.mark.skipif(shutil.which("readelf") is None, reason="needs readelf (binutils)")

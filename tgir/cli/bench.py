@@ -30,13 +30,17 @@ Targets: --bundle DIR (repeatable) x --backend LIST, and/or --target SPEC (repea
   --target [LABEL=]BACKEND[,KEY=VALUE...]:BUNDLE, e.g. int8=onnxruntime:/tmp/b/int8,
     gpu-eager=torch,device=cuda:/tmp/b/fp32.
 Targets this machine or bundle cannot run are reported 'skipped' with the reason; one that
-fails is reported 'failed', and the others still run (each runs in its own process).
+fails is reported 'failed', and the others still run (each runs in its own process). Missing
+bundles or --data and unwritable output files are refused before anything is measured; the
+command exits 1 when no target measured anything.
 
 \b
 Stages per batch B: image_encode (B gallery images), query_compose (B reference images + texts ->
 query embeddings), search (B queries against --gallery synthetic embeddings, top -k) and
 end_to_end (query_compose + search). Images are decoded before timing (real CSS-2D test images
-with --data, else seeded random pixels); the timed part is preprocessing + graphs.
+with --data, else seeded random pixels); the timed part is preprocessing + graphs. On CPUs, set
+OPENBLAS_NUM_THREADS=1: numpy's BLAS pool (the search) and PyTorch's spinning beside each other
+stall both (python -m tgir.benchmarks.thread_contention); thread settings go into the JSON.
 
 \b
 Output: a Markdown table on stdout (ready for benchmarks/RESULTS.md), --json FILE (schema
@@ -64,7 +68,8 @@ and on CUDA the H2D / GPU compute / D2H split), --plot FILE.png (needs matplotli
                    "scoring with an exact re-rank (same results).")
 @click.option("--threads", default=0, show_default=True, help="CPU threads of every backend (0: its default).")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root: real inputs and recall per target.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True,
+              help="Format of --data.")
 @click.option("--split", default="test", show_default=True, help="Split of --data to use.")
 @click.option("--accuracy/--no-accuracy", default=True, show_default=True, help="Score R@1/R@10 (with --data).")
 @click.option("--search-sizes", default="", metavar="LIST",

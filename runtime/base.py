@@ -19,15 +19,23 @@ from PIL import Image
 from tgir.data.images import Preprocess, load_image
 from tgir.errors import TgirUserError
 from tgir.manifest import FUSED_QUERY, Manifest
-from tgir.vocab import UNK, Vocabulary
+from tgir.vocab import UNK, Vocabulary, tokenize
 
 ImageLike = str | Path | Image.Image
 Progress = Callable[[int, int], None]
 _NUMPY = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 
 
-class UnknownWordsWarning(UserWarning):
+class QueryTextWarning(UserWarning):
+    """A query text the bundle reads only in part; the answer is given anyway."""
+
+
+class UnknownWordsWarning(QueryTextWarning):
     """A query text none of whose words the bundle's vocabulary knows (the answer ignores the text)."""
+
+
+class TextTooLongWarning(QueryTextWarning):
+    """A query text with more words than the bundle's text graph takes (the rest is ignored)."""
 
 
 class Runner:
@@ -53,8 +61,8 @@ class Runner:
         self.folder = Path(folder)
         self.manifest = manifest or Manifest.load(self.folder)
         self.preprocess = Preprocess.from_dict(self.manifest.preprocess)
-        self.vocab = Vocabulary.load(self.folder / self.manifest.tokenizer["vocab_file"])
-        self.text_length = int(self.manifest.tokenizer["max_length"])
+        vocab_file, self.text_length = _tokenizer_entry(self.folder, self.manifest.tokenizer)
+        self.vocab = Vocabulary.load(self.folder / vocab_file)
         self.graphs = self.manifest.graphs
         self.max_batch = int(self.graphs["image_encoder"]["dynamic"]["batch"][2])
         self.index = None
@@ -117,10 +125,16 @@ class Runner:
         return tuple(parts) if tokens else parts[0]
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns (``UnknownWordsWarning``)
-        about texts with no known word."""
+        """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns about texts with no
+        known word (``UnknownWordsWarning``) and texts cut to the bundle's length (``TextTooLongWarning``)."""
         if isinstance(texts, str):
             raise TgirUserError("texts must be a list of strings, got one string")
+        limit = min(self.text_length, self.vocab.max_length)
+        for i, text in enumerate(texts):
+            words = len(tokenize(text))
+            if words > limit:
+                warnings.warn(TextTooLongWarning(f"query {i}: {text!r} has {words} words; the bundle reads the "
+                                                 f"first {limit} and ignores the rest"), stacklevel=2)
         ids, lengths = self.vocab.encode_batch(list(texts), self.text_length)
         valid = np.arange(ids.shape[1])[None] < lengths[:, None]  # [B, L]
         for i in np.flatnonzero(~((ids != UNK) & valid).any(axis=1)):
@@ -186,6 +200,19 @@ class Runner:
     def _dim(self, graph: str, output: str) -> tuple[int, ...]:
         shape = next(t["shape"] for t in self.graphs[graph]["outputs"] if t["name"] == output)
         return tuple(d for d in shape[1:])
+
+
+def _tokenizer_entry(folder: Path, tokenizer: dict) -> tuple[str, int]:
+    """``(vocab_file, max_length)`` of a manifest's ``tokenizer`` entry, checked (it may be hand-edited)."""
+    if not isinstance(tokenizer, dict):
+        raise TgirUserError(f"{folder / 'manifest.json'}: 'tokenizer' must be an object")
+    vocab_file, max_length = tokenizer.get("vocab_file"), tokenizer.get("max_length")
+    if not isinstance(vocab_file, str) or not vocab_file:
+        raise TgirUserError(f"{folder / 'manifest.json'}: 'tokenizer.vocab_file' must name the vocabulary file")
+    if type(max_length) is not int or max_length < 1:
+        raise TgirUserError(f"{folder / 'manifest.json'}: 'tokenizer.max_length' must be a positive integer, "
+                            f"got {max_length!r}")
+    return vocab_file, max_length
 
 
 def _cat(parts: list[np.ndarray], tail: tuple) -> np.ndarray:

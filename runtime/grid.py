@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tgir.data.images import load_image
 from tgir.errors import TgirUserError
+from tgir.manifest import require_writable
 
 TILE = 128  # px per image
 CAPTION = 28  # px of text under each tile
@@ -34,11 +35,15 @@ def draw_grid(reference: str | Path, text: str, results: list[dict], out: str | 
         reference: Path of the query's reference image.
         text: The modification text.
         results: Rows with ``rank``, ``score`` and ``path`` (an unreadable result image is drawn grey).
-        out: PNG path.
+        out: PNG path (missing folders are created).
+
+    Raises:
+        TgirUserError: ``out`` is not a .png path or cannot be written; the reference cannot be read.
     """
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise TgirUserError(f"{out}: the grid is written as PNG; give a .png path")
+    require_writable(out)
     tiles = [_tile(load_image(reference), "query", "blue")]
     for row in results:
         try:
@@ -56,6 +61,9 @@ def draw_grid(reference: str | Path, text: str, results: list[dict], out: str | 
         draw.text((4, 4 + 14 * n), line, fill="black", font=ImageFont.load_default())
     for n, tile in enumerate(tiles):
         sheet.paste(tile, ((n % cols) * TILE, header + (n // cols) * (TILE + CAPTION)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(out)
+    except OSError as err:  # e.g. the disk filled up after the check
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror or err})") from None
     return out

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tgir.errors import TgirUserError, unknown_choice
-from tgir.manifest import Manifest
+from tgir.manifest import Manifest, json_type, require_writable
 
 FORMAT = "tgir-index"
 VERSION = 1
@@ -91,8 +91,18 @@ class GalleryIndex:
         ``backend`` as in ``bundle_fingerprint``."""
         want = bundle_fingerprint(manifest, backend=backend)
         if want != self.fingerprint:
-            raise TgirUserError(f"the index was built by another bundle (fingerprint {self.fingerprint}, this "
-                                f"bundle's is {want}); rebuild it with `tgir index --bundle` for this bundle")
+            # the C runtime's AOTInductor objects embed in another space than the bundle's own graphs,
+            # so the fix is an index built by that same runtime
+            by = self.info.get("backend")
+            if backend == "aoti":
+                how = "rebuild it with `tgir index --backend c`"
+            elif by == "c":
+                how = "search with --backend c, or rebuild it with `tgir index` without --backend c"
+            else:
+                how = "rebuild it with `tgir index --bundle` for this bundle"
+            built = f" with backend {by}" if isinstance(by, str) else ""
+            raise TgirUserError(f"the index was built by another bundle or backend (fingerprint {self.fingerprint}"
+                                f"{built}; this runtime's is {want}); {how}")
 
     def search(self, queries: np.ndarray, k: int = 10, method: str = "exact") -> SearchResult:
         """The ``k`` best rows for each query ``[Q, D]``, best first.
@@ -151,7 +161,7 @@ class GalleryIndex:
 
     @classmethod
     def load(cls, folder: str | Path) -> GalleryIndex:
-        """Read an index folder. Raises ``TgirUserError`` for a missing, partial or foreign folder."""
+        """Read an index folder. Raises ``TgirUserError`` for a missing, partial, malformed or foreign folder."""
         folder = Path(folder)
         try:
             meta = json.loads((folder / "index.json").read_text())
@@ -162,12 +172,28 @@ class GalleryIndex:
                                 "build it with `tgir index`") from None
         except (ValueError, OSError) as err:
             raise TgirUserError(f"{folder}: unreadable index ({err})") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise TgirUserError(f"{folder}: not a tgir index of version {VERSION}")
-        if len(ids) != meta.get("count") or emb.shape != (meta.get("count"), meta.get("dim")):
+        _check_meta(folder / "index.json", meta)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise TgirUserError(f"{folder / 'ids.json'}: expected a JSON array of id strings")
+        if emb.dtype.kind != "f":
+            raise TgirUserError(f"{folder / 'embeddings.npy'}: expected float embeddings, got {emb.dtype}")
+        if len(ids) != meta["count"] or emb.shape != (meta["count"], meta["dim"]):
             raise TgirUserError(f"{folder}: index files disagree (ids, embeddings, index.json); rebuild it")
         info = {k: v for k, v in meta.items() if k not in ("format", "version", "fingerprint", "count", "dim")}
         return cls(emb, ids, meta["fingerprint"], info)
+
+
+def _check_meta(path: Path, meta: object) -> None:
+    """``index.json``: a tgir index of this version, with the types ``load`` and ``tgir search`` rely on."""
+    if not isinstance(meta, dict):
+        raise TgirUserError(f"{path}: expected a JSON object, got {json_type(meta)}")
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise TgirUserError(f"{path.parent}: not a tgir index of version {VERSION}")
+    for key, kind, want in (("fingerprint", str, "a string"), ("count", int, "an integer"),
+                            ("dim", int, "an integer"), ("root", str, "a string")):
+        value = meta.get(key, "" if key == "root" else None)  # root is optional
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TgirUserError(f"{path}: {key!r} must be {want}, got {json_type(value)}")
 
 
 def exact_search(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,15 +228,18 @@ def build_index(embed: Callable[[list[str]], np.ndarray], items: Sequence[str], 
         fingerprint: The embedding bundle's fingerprint (a resumed build must use the same bundle).
         info: Facts stored in ``index.json``.
     """
-    out = Path(out)
+    out = require_writable(out, folder=True)
     parts = out / "parts"
     plan = {"fingerprint": fingerprint, "count": len(items), "ids": list(ids)}
     plan_file = parts / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != plan:
+    if plan_file.is_file() and _read_plan(plan_file) != plan:
         raise TgirUserError(f"{out}: holds an unfinished index of other images or another bundle; "
                             "remove the folder or choose another --out")
-    parts.mkdir(parents=True, exist_ok=True)
-    plan_file.write_text(json.dumps(plan))
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps(plan))
+    except OSError as err:
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror or err})") from None
     starts = range(0, len(items), PART_ROWS)
     chunks = []
     for n, start in enumerate(starts, 1):
@@ -226,3 +255,11 @@ def build_index(embed: Callable[[list[str]], np.ndarray], items: Sequence[str], 
     index.save(out)
     shutil.rmtree(parts)
     return index
+
+
+def _read_plan(path: Path) -> object:
+    """An unfinished build's plan, or None when it is unreadable (never a match, so the build is refused)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

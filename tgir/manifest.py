@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -191,6 +192,7 @@ class Manifest:
             manifest = cls(**fields)
         except TypeError as err:
             raise TgirUserError(f"{path}: malformed manifest ({err})") from None
+        _check_sections(path, manifest)
         _check_graphs(path, manifest.graphs)
         if manifest.contract_sha256 != contract_digest(manifest.graphs):
             raise TgirUserError(f"{path}: the graphs' I/O contract was edited after the bundle was written "
@@ -209,19 +211,32 @@ def staged_bundle(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path
     """An empty folder beside ``out_dir`` to assemble a bundle in; it replaces ``out_dir`` when the
     block succeeds and is removed when it fails, so a failed write never leaves half a bundle.
 
+    Args:
+        out_dir: Where the bundle goes.
+        overwrite: Replace ``out_dir`` when it holds a tgir bundle (never any other folder).
+
     Raises:
-        TgirUserError: ``out_dir`` exists and is not empty without ``overwrite``, or is not writable.
+        TgirUserError: ``out_dir`` exists and is not empty without ``overwrite``, holds something
+            other than a tgir bundle, or is not writable.
     """
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not is_bundle_dir(out):  # a dataset or someone's files: never deleted, whatever the flags
+            raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite only to replace a tgir bundle, "
+                                "and this is not one: choose another folder")
+        if not overwrite:
+            raise TgirUserError(f"{out}: exists and is not empty; pass --overwrite to replace it")
+    require_writable(out, folder=True)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     except OSError as err:
-        raise TgirUserError(f"{out}: cannot write there ({err.strerror})") from None
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror or err})") from None
     try:
         yield tmp
+        # mkdtemp makes the folder 0700 whatever the umask; a bundle is meant to be shared like
+        # any folder the user creates
+        tmp.chmod(0o777 & ~_umask())
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -229,9 +244,84 @@ def staged_bundle(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_bundle_dir(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``manifest.json`` that tgir wrote (its schema), valid or not."""
+    try:
+        data = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def require_writable(path: str | Path, *, folder: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written, creating nothing.
+
+    The nearest existing ancestor must be a folder that accepts a new file (probed with a temporary
+    file, since permission bits say nothing about read-only mounts, /proc, or root); missing folders
+    below it are left for the writer to create.
+
+    Args:
+        path: The file or folder about to be written.
+        folder: ``path`` is a folder (else a file, which must not be an existing folder).
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        TgirUserError: ``"PATH: cannot write there (reason)"``.
+    """
+    path = Path(path)
+    if path.is_dir() != folder and path.exists():
+        raise TgirUserError(f"{path}: cannot write there ({'not a folder' if folder else 'it is a folder'})")
+    probe = path if folder and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise PermissionError("permission denied")
+        fd, name = tempfile.mkstemp(prefix=".tgir-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise TgirUserError(f"{path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
 def contract_digest(graphs: dict) -> str:
     """SHA-256 of a manifest's ``graphs`` entry in canonical JSON."""
     return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()
+
+
+def _check_sections(path: Path, manifest: Manifest) -> None:
+    """Every top-level entry has the JSON type the dataclass declares (the constructor checks none)."""
+    for name, kind in (("model", dict), ("graphs", dict), ("preprocess", dict), ("tokenizer", dict),
+                       ("precision", str), ("backend", str), ("router", dict), ("build", dict),
+                       ("aoti", dict), ("files", dict), ("contract_sha256", str)):
+        value = getattr(manifest, name)
+        if not isinstance(value, kind):
+            want = "an object" if kind is dict else "a string"
+            raise TgirUserError(f"{path}: {name!r} must be {want}, got {json_type(value)}")
+    for name, digest in manifest.files.items():
+        if not isinstance(digest, str):
+            raise TgirUserError(f"{path}: 'files' entry {name!r} must be a SHA-256 string, "
+                                f"got {json_type(digest)}")
+    if not isinstance(manifest.model.get("config_digest", ""), str):
+        raise TgirUserError(f"{path}: 'model.config_digest' must be a string")
+
+
+def json_type(value: object) -> str:
+    """A value's JSON type name ("an object", "null"...), for messages about hand-edited files."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _check_graphs(path: Path, graphs: object) -> None:
@@ -242,11 +332,17 @@ def _check_graphs(path: Path, graphs: object) -> None:
         keys = ("file", "inputs", "outputs", "dynamic")
         if not isinstance(spec, dict) or any(k not in spec for k in keys):
             raise TgirUserError(f"{path}: graph {name!r} needs {', '.join(keys)}")
+        for key, kind in (("file", str), ("inputs", list), ("outputs", list), ("dynamic", dict)):
+            if not isinstance(spec[key], kind):
+                raise TgirUserError(f"{path}: graph {name!r} {key!r} must be {json_type(kind())}, "
+                                    f"got {json_type(spec[key])}")
         for t in [*spec["inputs"], *spec["outputs"]]:
-            if not isinstance(t, dict) or set(t) != {"name", "dtype", "shape"} or t["dtype"] not in DTYPES:
+            if (not isinstance(t, dict) or set(t) != {"name", "dtype", "shape"} or t["dtype"] not in DTYPES
+                    or not isinstance(t["name"], str) or not isinstance(t["shape"], list)):
                 raise TgirUserError(f"{path}: graph {name!r} has a malformed tensor entry {t!r}")
         for axis, r in spec["dynamic"].items():
-            if not (isinstance(r, list) and len(r) == 3 and 1 <= r[0] <= r[1] <= r[2]):
+            if not (isinstance(r, list) and len(r) == 3 and all(type(v) is int for v in r)
+                    and 1 <= r[0] <= r[1] <= r[2]):
                 raise TgirUserError(f"{path}: graph {name!r} axis {axis!r} range {r!r} is not [min, opt, max]")
 
 

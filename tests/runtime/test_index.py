@@ -184,3 +184,119 @@ def test_index_and_search_commands(tiny_amc_bundle, tiny_css2d, tmp_path, capsys
     (tmp_path / "idx" / "index.json").write_text(json.dumps(data))
     assert main(args) == 1
     assert "built by another bundle" in capsys.readouterr().err
+
+
+def _int8_like(bundle, folder):
+    """A copy of an fp32 bundle whose manifest says int8 and lists an AOTInductor image encoder, so the
+    C runtime's fingerprint (fp32, the compiled encoder) differs from its graphs' (int8)."""
+    from tgir.manifest import Manifest
+
+    shutil.copytree(bundle, folder)
+    shutil.copy(folder / "image_encoder.onnx", folder / "aoti_image_encoder.bin")
+    m = Manifest.load(folder)
+    m.precision = "int8"
+    m.aoti = {"graphs": {"image_encoder": {"file": "aoti_image_encoder.bin"}}}
+    (folder / "aoti_image_encoder.bin").write_bytes(b"compiled")
+    m.files["aoti_image_encoder.bin"] = ""
+    m.save(folder)
+    return m
+
+
+def test_index_records_the_fingerprint_of_the_runtime_that_searches(tiny_amc_bundle, tiny_css2d, tmp_path,
+                                                                    capsys, monkeypatch):
+    """`tgir index --backend c` on an INT8 bundle: the C runtime (AOTInductor, fp32) must accept the
+    index, and ONNX Runtime (int8) refuse it with the command that fixes it, and the other way round."""
+    from tgir.runtime.index import bundle_fingerprint
+    from tgir.runtime.ort import OrtRunner
+
+    import tgir.cli.search as cli
+
+    m = _int8_like(tiny_amc_bundle, tmp_path / "b")
+
+    class AotiLike(OrtRunner):  # what CRunner reports with AOTInductor packages, without building libtgir
+        backend, index_backend = "c", "aoti"
+
+    plain = cli.open_bundle
+
+    def fake_open(bundle, backend, threads):
+        return AotiLike(bundle) if backend == "c" else plain(bundle, backend, threads)
+
+    monkeypatch.setattr(cli, "open_bundle", fake_open)
+    catalogue = tmp_path / "shop"
+    catalogue.mkdir()
+    for src in sorted((tiny_css2d / "images").glob("css_test_*.png"))[:3]:
+        shutil.copy(src, catalogue / src.name)
+    base = ["--bundle", str(tmp_path / "b")]
+    for backend in ("c", "onnxruntime"):
+        assert main(["index", *base, "--images", str(catalogue), "--out", str(tmp_path / backend),
+                     "--backend", backend]) == 0
+    assert GalleryIndex.load(tmp_path / "c").fingerprint == bundle_fingerprint(m, backend="aoti")
+    assert "-fp32-" in bundle_fingerprint(m, backend="aoti")
+    assert GalleryIndex.load(tmp_path / "onnxruntime").fingerprint == bundle_fingerprint(m)
+    capsys.readouterr()
+    query = ["--image", str(next(catalogue.iterdir())), "--text", "add red circle", "-k", "2"]
+    for backend in ("c", "onnxruntime"):
+        assert main(["search", *base, "--index", str(tmp_path / backend), *query, "--backend", backend]) == 0
+    assert main(["search", *base, "--index", str(tmp_path / "onnxruntime"), *query, "--backend", "c"]) == 1
+    assert "rebuild it with `tgir index --backend c`" in capsys.readouterr().err
+    assert main(["search", *base, "--index", str(tmp_path / "c"), *query, "--backend", "onnxruntime"]) == 1
+    err = capsys.readouterr().err
+    assert "built by another bundle or backend" in err and "with backend c" in err
+    assert "search with --backend c, or rebuild it with `tgir index` without --backend c" in err
+
+
+@pytest.mark.parametrize(("file", "content", "message"), [
+    ("index.json", "[]", r"index\.json: expected a JSON object, got an array"),
+    ("index.json", {"fingerprint": 5}, r"index\.json: 'fingerprint' must be a string, got a number"),
+    ("index.json", {"count": "3"}, r"index\.json: 'count' must be an integer, got a string"),
+    ("index.json", {"root": None}, r"index\.json: 'root' must be a string, got null"),
+    ("ids.json", {"a": 1}, r"ids\.json: expected a JSON array of id strings"),
+    ("ids.json", [1, 2, 3], r"ids\.json: expected a JSON array of id strings"),
+])
+def test_malformed_index_files_are_refused(tmp_path, file, content, message):
+    GalleryIndex(_unit(3, 4, 0), list("abc"), "fp", {"root": "r"}).save(tmp_path)
+    if isinstance(content, dict) and file == "index.json":
+        content = {**json.loads((tmp_path / file).read_text()), **content}
+    (tmp_path / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(TgirUserError, match=message):
+        GalleryIndex.load(tmp_path)
+
+
+def test_unwritable_outputs_are_refused_before_the_work(tmp_path):
+    from tgir.runtime.grid import draw_grid
+
+    (tmp_path / "file").write_text("")
+    calls = []
+    with pytest.raises(TgirUserError, match=r"file/idx: cannot write there"):
+        build_index(lambda p: calls.append(p), ["x"], ["x"], tmp_path / "file" / "idx", "fp", {})
+    assert calls == []  # nothing embedded
+    with pytest.raises(TgirUserError, match=r"file/g\.png: cannot write there"):
+        draw_grid(tmp_path / "missing.png", "text", [], tmp_path / "file" / "g.png")  # before reading anything
+
+
+def test_search_checks_the_grid_path_first_and_warns_about_long_texts(tiny_amc_bundle, tiny_css2d, tmp_path, capsys):
+    catalogue = tmp_path / "shop"
+    catalogue.mkdir()
+    for src in sorted((tiny_css2d / "images").glob("css_test_*.png"))[:3]:
+        shutil.copy(src, catalogue / src.name)
+    assert main(["index", "--bundle", str(tiny_amc_bundle), "--images", str(catalogue),
+                 "--out", str(tmp_path / "idx")]) == 0
+    (tmp_path / "file").write_text("")
+    args = ["search", "--bundle", str(tiny_amc_bundle), "--index", str(tmp_path / "idx"),
+            "--image", str(next(catalogue.iterdir())), "-k", "2"]
+    capsys.readouterr()
+    assert main([*args, "--text", "add red circle", "--grid", str(tmp_path / "file" / "g.png")]) == 1
+    err = capsys.readouterr().err
+    assert "g.png: cannot write there" in err and len(err.strip().splitlines()) == 1
+    assert main([*args, "--text", "add a big red circle to the top left corner now"]) == 0  # 11 words > 8
+    assert "has 11 words; the bundle reads the first 8 and ignores the rest" in capsys.readouterr().err
+    assert main(["index", "--bundle", str(tiny_amc_bundle), "--images", str(catalogue),
+                 "--out", str(tmp_path / "file" / "idx")]) == 1
+    assert "idx: cannot write there" in capsys.readouterr().err
+
+
+def test_every_option_has_help():
+    from tgir.cli.search import index, search
+
+    for command in (index, search):
+        assert [p.name for p in command.params if not p.help] == []

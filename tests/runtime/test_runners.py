@@ -62,6 +62,12 @@ def test_inputs_are_validated(tiny_amc_bundle, split):
     with pytest.warns(tgir.runtime.UnknownWordsWarning, match="no word of 'zzz qqq'"):
         q = runner.encode_queries([split.images[0].path], ["zzz qqq"])
     assert np.isfinite(q).all()  # still answers
+    long = " ".join(["make the red circle big"] * 2)  # 10 words, the bundle's text length is 8
+    with pytest.warns(tgir.runtime.base.TextTooLongWarning, match="has 10 words; the bundle reads the first 8"):
+        runner.encode_queries([split.images[0].path], [long])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tgir.runtime.base.QueryTextWarning)
+        runner.encode_queries([split.images[0].path], ["make the red circle big"])  # fits: no warning
 
 
 def test_saved_optimized_graphs_are_used_and_equal(tiny_amc_bundle, tmp_path, split):
@@ -111,6 +117,15 @@ def test_corrupt_bundles_are_refused(tiny_amc_bundle, tmp_path):
     (b / "image_encoder.onnx").write_bytes((b / "image_encoder.onnx").read_bytes()[:1000])
     with pytest.raises(TgirUserError, match="checksum differs"):
         tgir.runtime.open(b)
+    for name, edit, message in [
+        ("tok-null", lambda d: d.update(tokenizer=None), r"manifest\.json: 'tokenizer' must be an object, got null"),
+        ("tok-len", lambda d: d["tokenizer"].pop("max_length"), r"'tokenizer\.max_length' must be a positive"),
+        ("tok-file", lambda d: d["tokenizer"].update(vocab_file=3), r"'tokenizer\.vocab_file' must name"),
+    ]:
+        b = fresh(name)
+        _edit(b, edit)
+        with pytest.raises(TgirUserError, match=message):
+            tgir.runtime.open(b)
     with pytest.raises(TgirUserError, match="unknown backend 'tflite'"):
         tgir.runtime.open(tiny_amc_bundle, "tflite")
     with pytest.raises(TgirUserError, match=r"runs on torch, which does not take the option\(s\) threads"):

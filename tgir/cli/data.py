@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import click
 
 from tgir.cli.common import progress_callback
 from tgir.data.registry import DATASETS
-from tgir.errors import TgirUserError
+from tgir.errors import TgirUserError, unknown_choice
 
 
 @click.group()
@@ -56,47 +57,75 @@ def css2d(out_dir: str, seed: int, scale: float, size: str, true_circle: bool, o
     _print_stats(stats, as_json)
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """``key=value`` pairs to loader keyword arguments; values are JSON when they parse as JSON."""
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``key=value`` pairs to ``{loader keyword: raw value}`` (dashes in keys become underscores)."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise TgirUserError(f"--option {pair!r}: expected KEY=VALUE, e.g. gallery=full-split")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
+        options[key.replace("-", "_")] = value
     return options
 
 
+def loader_options(dataset: str) -> dict[str, inspect.Parameter]:
+    """The settings a dataset's loader takes (its keyword-only parameters), by name."""
+    import importlib
+
+    module, func = DATASETS[dataset][0].split(":")
+    loader = getattr(importlib.import_module(module), func)
+    return {name: p for name, p in inspect.signature(loader).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def _option_value(dataset: str, key: str, raw: str, default: object) -> object:
+    """``raw`` as the type of the loader's default (strings stay verbatim; other values are JSON)."""
+    if isinstance(default, str):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    kind = type(default)
+    if kind in (bool, int, float) and not (type(value) is kind or (kind is float and type(value) is int)):
+        want = "true or false" if kind is bool else f"a number ({kind.__name__})"
+        raise TgirUserError(f"{dataset}: --option {key}={raw}: expected {want}")
+    return value
+
+
 def _load(dataset: str, root: str, split: str, options: tuple[str, ...]):
+    """Load a split with ``-o`` settings checked against the loader's parameters (a TypeError from
+    inside a loader is a bug or a malformed file, never reported as a bad option)."""
     from tgir.data.registry import load_split
 
-    kwargs = _parse_options(options)
-    try:
-        return load_split(dataset, root, split, **kwargs)
-    except TypeError as err:  # an option the loader does not take
-        raise TgirUserError(f"{dataset}: bad --option ({err})") from None
+    valid = loader_options(dataset)
+    kwargs = {}
+    for key, raw in _parse_options(options).items():
+        if key not in valid:
+            if not valid:
+                raise TgirUserError(f"{dataset}: takes no --option, got {key!r}")
+            raise unknown_choice(f"{dataset} --option", key, valid)
+        kwargs[key] = _option_value(dataset, key, raw, valid[key].default)
+    return load_split(dataset, root, split, **kwargs)
 
 
-_dataset_options = [
-    click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS)), help="Dataset format."),
-    click.option("--root", required=True, type=click.Path(), help="Dataset root folder."),
-    click.option("--split", default="test", show_default=True, help="Split name."),
-    click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-                 help="Loader setting, e.g. -o gallery=full-split (repeatable)."),
-]
+def dataset_options(split_default: str):
+    """The options every dataset command shares; ``split_default`` is the split it reads unless told."""
+    def apply(func):
+        for opt in reversed([
+            click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS)), help="Dataset format."),
+            click.option("--root", required=True, type=click.Path(), help="Dataset root folder."),
+            click.option("--split", default=split_default, show_default=True, help="Split name."),
+            click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
+                         help="Loader setting, e.g. -o gallery=full-split (repeatable)."),
+        ]):
+            func = opt(func)
+        return func
 
-
-def dataset_options(func):
-    for opt in reversed(_dataset_options):
-        func = opt(func)
-    return func
+    return apply
 
 
 @data.command("stats")
-@dataset_options
+@dataset_options("test")
 @click.option("--check-images/--no-check-images", default=False, show_default=True,
               help="Decode every image to find corrupt files.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -123,17 +152,31 @@ def stats(dataset: str, root: str, split: str, options: tuple[str, ...], check_i
 
 
 @data.command("vocab")
-@dataset_options
+@dataset_options("train")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="vocab.json to write.")
+              help="vocab.json to write (missing folders are created).")
 @click.option("--min-count", default=1, show_default=True, help="Drop words seen fewer times.")
 @click.option("--max-length", default=64, show_default=True, help="Longest token sequence kept.")
 def vocab(dataset: str, root: str, split: str, options: tuple[str, ...], out_path: str, min_count: int,
           max_length: int) -> None:
-    """Build a vocabulary from a split's query texts (use the training split)."""
-    from tgir.vocab import Vocabulary
+    """Build a vocabulary from a split's query texts (the training split unless --split says otherwise)."""
+    from collections import Counter
 
+    from tgir.manifest import require_writable
+    from tgir.vocab import SPECIALS, Vocabulary, tokenize
+
+    out = require_writable(out_path)  # before loading, which can take a while
     loaded = _load(dataset, root, split, options)
-    v = Vocabulary.build((q.text for q in loaded.queries), min_count=min_count, max_length=max_length)
-    v.save(out_path)
-    click.echo(f"{len(v)} tokens ({len(v) - 4} words + 4 specials) written to {out_path}")
+    texts = [q.text for q in loaded.queries]
+    v = Vocabulary.build(texts, min_count=min_count, max_length=max_length)
+    if len(v) == len(SPECIALS):  # no word kept: the model could not read any text
+        counts = Counter(t for text in texts for t in tokenize(text) if t not in SPECIALS)
+        most = counts.most_common(1)
+        top = f"the most frequent word, {most[0][0]!r}, appears {most[0][1]} times" if most else "it has no words"
+        raise TgirUserError(f"--min-count {min_count} keeps no word of {dataset} {split} ({top}); lower it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        v.save(out)
+    except OSError as err:
+        raise TgirUserError(f"{out}: cannot write there ({err.strerror or err})") from None
+    click.echo(f"{len(v)} tokens ({len(v) - len(SPECIALS)} words + {len(SPECIALS)} specials) written to {out_path}")

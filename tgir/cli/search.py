@@ -15,6 +15,8 @@ from tgir.runtime.index import SEARCH_METHODS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _BACKEND = click.Choice(["auto", "onnxruntime", "tensorrt", "torch", "c"])
+_BACKEND_HELP = ("What runs the bundle: auto (TensorRT for a bundle with engines, else ONNX Runtime), onnxruntime, "
+                 "tensorrt, torch (the source checkpoint) or c (libtgir, the C runtime).")
 
 
 def catalogue(images: str | None, dataset: str | None, data: str | None,
@@ -43,22 +45,29 @@ def catalogue(images: str | None, dataset: str | None, data: str | None,
 @click.option("--bundle", required=True, type=click.Path(file_okay=False), help="Bundle that embeds the images.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of catalogue images (searched recursively).")
 @click.option("--data", type=click.Path(file_okay=False), help="Dataset root: index its split's gallery instead.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True,
+              help="Format of the dataset under --data.")
 @click.option("--split", default="test", show_default=True, help="Split whose gallery is indexed (with --data).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Index folder.")
-@click.option("--backend", type=_BACKEND, default="auto", show_default=True)
+@click.option("--backend", type=_BACKEND, default="auto", show_default=True,
+              help=f"{_BACKEND_HELP} Search with the same backend: the C runtime embeds differently from an "
+                   "INT8 bundle's graphs.")
 @click.option("--threads", default=0, show_default=True, help="ONNX Runtime intra-op threads (0: one per core).")
 def index(bundle, images, data, dataset, split, out_dir, backend, threads) -> None:
     """Embed a catalogue into a gallery index (resumable: rerun the same command after an interruption)."""
+    from tgir.manifest import require_writable
     from tgir.runtime.index import build_index, bundle_fingerprint
 
     paths, ids, info = catalogue(images, dataset, data, split)
     if (Path(out_dir) / "index.json").is_file():
         raise TgirUserError(f"{out_dir}: already holds a finished index; remove it or choose another --out")
+    require_writable(out_dir, folder=True)  # before opening the bundle, which takes seconds
     with open_bundle(bundle, backend, threads) as runner, progress_bar("indexing") as report:
         info = {**info, "bundle": str(Path(bundle).resolve()), "backend": runner.backend}
-        built = build_index(lambda part: runner.encode_images(part), paths, ids, out_dir,
-                            bundle_fingerprint(runner.manifest), info, report)
+        # the fingerprint the searching runtime will compute: the C runtime's AOTInductor objects
+        # embed in the fp32 space even for an INT8 bundle
+        fingerprint = bundle_fingerprint(runner.manifest, backend=runner.index_backend)
+        built = build_index(lambda part: runner.encode_images(part), paths, ids, out_dir, fingerprint, info, report)
     click.echo(json.dumps({"out": out_dir, "images": len(built), "dim": int(built.embeddings.shape[1])}))
 
 
@@ -72,19 +81,23 @@ def index(bundle, images, data, dataset, split, out_dir, backend, threads) -> No
               help="exact: numpy; faiss: FAISS flat index (faiss-cpu); int8: int8 scoring + exact re-rank. "
                    "All return the same results.")
 @click.option("--grid", type=click.Path(dir_okay=False), help="Also draw the reference, text and top-k into a PNG.")
-@click.option("--backend", type=_BACKEND, default="auto", show_default=True)
+@click.option("--backend", type=_BACKEND, default="auto", show_default=True,
+              help=f"{_BACKEND_HELP} Use the backend the index was built with.")
 @click.option("--threads", default=0, show_default=True, help="ONNX Runtime intra-op threads (0: one per core).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search(bundle, index_dir, image, text, k, method, grid, backend, threads, as_json) -> None:
     """Rank the indexed catalogue for a reference image modified by a text."""
-    from tgir.runtime import UnknownWordsWarning
+    from tgir.manifest import require_writable
+    from tgir.runtime.base import QueryTextWarning
     from tgir.runtime.index import GalleryIndex
 
     gallery = GalleryIndex.load(index_dir)
+    if grid:
+        require_writable(grid)  # before the search, not after it
     with open_bundle(bundle, backend, threads) as runner:
         runner.attach(gallery)
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UnknownWordsWarning)
+            warnings.simplefilter("always", QueryTextWarning)
             query = runner.encode_queries([image], [text])
         for w in caught:
             click.echo(f"tgir: warning: {w.message}", err=True)

@@ -23,7 +23,8 @@ def load_image(path: str | Path) -> Image.Image:
     """Decode an image file to RGB.
 
     Raises:
-        TgirUserError: The file is missing, truncated or not an image; the message names the path.
+        TgirUserError: The file is missing, truncated, not an image or too large to decode safely
+            (Pillow's decompression-bomb limit, ``Image.MAX_IMAGE_PIXELS``); the message names the path.
     """
     path = Path(path)
     try:
@@ -32,6 +33,9 @@ def load_image(path: str | Path) -> Image.Image:
             return img.convert("RGB")
     except FileNotFoundError:
         raise TgirUserError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as err:  # not an OSError: a small file that decodes to gigabytes
+        raise TgirUserError(f"{path}: image too large to decode safely ({str(err).rstrip('.')}); "
+                            "downscale it below that limit") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise TgirUserError(f"{path}: cannot decode image ({err}); expected a valid PNG or JPEG") from None
 

@@ -43,6 +43,32 @@ def test_stats_and_vocab(tiny_css2d, tmp_path, capsys):
     assert {"add", "remove", "make", "red", "topleft"} <= set(words)
 
 
+def test_vocab_defaults_to_train_and_refuses_an_empty_vocabulary(tiny_css2d, tmp_path, capsys):
+    from tgir.data.registry import load_split
+    from tgir.vocab import Vocabulary
+
+    out = tmp_path / "new" / "dir" / "v.json"  # missing folders are created
+    code, _, _ = run(capsys, "data", "vocab", "--dataset", "css2d", "--root", str(tiny_css2d), "--out", str(out))
+    assert code == 0
+    train = Vocabulary.build(q.text for q in load_split("css2d", tiny_css2d, "train").queries)
+    assert json.loads(out.read_text())["words"] == train.to_dict()["words"]
+    code, _, err = run(capsys, "data", "vocab", "--dataset", "css2d", "--root", str(tiny_css2d),
+                       "--out", str(tmp_path / "v0.json"), "--min-count", "100000")
+    _assert_one_line_error(code, err, "--min-count 100000 keeps no word", "appears")
+    assert not (tmp_path / "v0.json").exists()
+
+
+@pytest.mark.parametrize("command", ["vocab", "css2d"])
+def test_unwritable_output(tiny_css2d, tmp_path, capsys, command):
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file where a folder should be: unwritable whoever runs the test
+    out = blocker / "sub" / ("v.json" if command == "vocab" else "d")
+    args = (["vocab", "--dataset", "css2d", "--root", str(tiny_css2d)] if command == "vocab"
+            else ["css2d", "--scale", "0.001"])
+    code, _, err = run(capsys, "data", *args, "--out", str(out))
+    _assert_one_line_error(code, err, str(out), "cannot write there")
+
+
 def _assert_one_line_error(code, err, *fragments):
     assert code == 1
     lines = err.strip().splitlines()
@@ -76,12 +102,38 @@ def test_bad_option(tiny_css2d, capsys):
     _assert_one_line_error(code, err, "KEY=VALUE")
     code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d),
                        "-o", "bogus=1")
-    _assert_one_line_error(code, err, "bad --option")
+    _assert_one_line_error(code, err, "unknown css --option 'bogus'", "valid choices: 'prefer_json', 'image_dir'")
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d),
+                       "-o", "prefer-json=maybe")
+    _assert_one_line_error(code, err, "prefer_json=maybe", "true or false")
+    code, out, _ = run(capsys, "data", "stats", "--dataset", "css", "--root", str(tiny_css2d),
+                       "-o", "prefer-json=false", "--json")  # reads the pickle: same counts
+    assert code == 0 and json.loads(out)["queries"] == 180
+
+
+@pytest.mark.parametrize(("key", "value", "fragments"), [
+    ("mods", 5, ("css2d.json['test']['mods']", "expected a list of modifications")),
+    ("labels", None, ("css2d.json['test']['labels']", "integer labels")),
+    ("objects_img", {"a": 1}, ("css2d.json['test']['objects_img']", "list of scenes")),
+])
+def test_malformed_dataset_names_the_file_read(tiny_css2d, tmp_path, capsys, key, value, fragments):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_css2d, root)
+    data = json.loads((root / "css2d.json").read_text())
+    data["test"][key] = value
+    (root / "css2d.json").write_text(json.dumps(data))
+    code, _, err = run(capsys, "data", "stats", "--dataset", "css2d", "--root", str(root))
+    _assert_one_line_error(code, err, *fragments)
+    assert "--option" not in err and ".dup.npy" not in err
 
 
 def test_bad_scale_and_existing_output(tmp_path, capsys):
     code, _, err = run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "-1")
     _assert_one_line_error(code, err, "scale must be > 0")
+    for scale in ("inf", "nan"):
+        code, _, err = run(capsys, "data", "css2d", "--out", str(tmp_path / "d5"), "--scale", scale)
+        _assert_one_line_error(code, err, "scale must be > 0 and finite")
+    assert not (tmp_path / "d5").exists()  # refused before creating anything
     assert run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "0.001")[0] == 0
     code, _, err = run(capsys, "data", "css2d", "--out", str(tmp_path), "--scale", "0.001")
     _assert_one_line_error(code, err, "--overwrite")

@@ -96,3 +96,31 @@ def test_corrupt_png_named_on_decode(css_copy):
     split = load_css(css_copy, "test")
     with pytest.raises(TgirUserError, match=r"css_test_000001\.png: cannot decode image"):
         GalleryDataset(split, Preprocess(size=64))[1]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("mods", 5, r"css2d\.json\['test'\]\['mods'\]: expected a list of modifications, got int"),
+    ("labels", None, r"css2d\.json\['test'\]\['labels'\]: expected a list of integer labels"),
+    ("labels", "abc", r"css2d\.json\['test'\]\['labels'\]: expected a list of integer labels"),
+    ("objects_img", 3, r"css2d\.json\['test'\]\['objects_img'\]: expected a list of scenes"),
+])
+def test_wrong_types_name_the_json_file(css_copy, key, value, message):
+    data = json.loads((css_copy / "css2d.json").read_text())
+    data["test"][key] = value
+    (css_copy / "css2d.json").write_text(json.dumps(data))
+    with pytest.raises(TgirUserError, match=message):
+        load_css(css_copy, "test")
+    load_css(css_copy, "test", prefer_json=False)  # the pickle was not touched
+
+
+def test_wrong_types_name_the_pickle_when_it_was_read(css_copy):
+    dup = css_copy / "css_toy_dataset_novel2_small.dup.npy"
+    data = np.load(dup, allow_pickle=True).item()
+    data["test"]["mods"][0]["from"] = ["zero"]
+    np.save(dup, np.array(data, dtype=object), allow_pickle=True)
+    with pytest.raises(TgirUserError, match=r"\.dup\.npy\['test'\]: mods\[0\]: image id out of range"):
+        load_css(css_copy, "test", prefer_json=False)
+    data["test"] = [1, 2]
+    np.save(dup, np.array(data, dtype=object), allow_pickle=True)
+    with pytest.raises(TgirUserError, match=r"\.dup\.npy\['test'\]: expected an object"):
+        load_css(css_copy, "test", prefer_json=False)

@@ -38,3 +38,14 @@ def test_known_values():
     assert got[:, 1, 1].tolist() == [-1.0, 2.0, -1.0]
     assert Preprocess(size=2)(img)[0, 0, 0] == np.float32((np.float32(1.0) - np.float32(IMAGENET_MEAN[0]))
                                                           / np.float32(IMAGENET_STD[0]))
+
+
+def test_decompression_bomb_is_a_user_error(tmp_path, monkeypatch):
+    from tgir.data.images import load_image
+    from tgir.errors import TgirUserError
+
+    # a 19000 px square PNG is 30 kB on disk but 1 GB decoded; a lowered limit makes the same case fast
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.new("1", (30, 30)).save(tmp_path / "bomb.png")
+    with pytest.raises(TgirUserError, match=r"bomb\.png: image too large to decode safely \(Image size \(900 pixels"):
+        load_image(tmp_path / "bomb.png")

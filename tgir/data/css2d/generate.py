@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from tgir.data.css2d.render import render_scene
 from tgir.data.css2d.scene import ATTRIBUTES, COLORS, SHAPES, SIZES, Obj, Scene, make_scene, scene_key
 from tgir.data.css2d.text import add_text, make_text, remove_text
 from tgir.errors import TgirUserError
+from tgir.manifest import require_writable
 
 # Bump whenever the generator's output changes for a given config: same seed + version = same bytes.
 GENERATOR_VERSION = 1
@@ -52,8 +54,8 @@ class Css2dConfig:
     max_objects: int = 5
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise TgirUserError(f"scale must be > 0, got {self.scale}")
+        if not (math.isfinite(self.scale) and self.scale > 0):  # inf overflowed only after the folder was made
+            raise TgirUserError(f"scale must be > 0 and finite, got {self.scale}")
         if self.size not in (64, 128):
             raise TgirUserError(f"size must be 64 or 128, got {self.size}")
         if not 1 <= self.min_objects <= self.max_objects <= 8:
@@ -180,8 +182,11 @@ def generate_split(cfg: Css2dConfig, split: str) -> Css2dSplit:
 
 
 def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
+    """Check ``out_dir`` can take the dataset (writable, no dataset unless ``overwrite``), then empty
+    our files from it and create ``images/``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise TgirUserError(f"{out_dir}: exists and is not a directory")
+    require_writable(out_dir, folder=True)
     ours = [out_dir / n for n in (DUP_NAME, JSON_NAME, CONFIG_NAME)]
     images = sorted((out_dir / IMAGE_DIR).glob("css_*.png")) if out_dir.exists() else []
     if any(p.exists() for p in ours) or images:
@@ -189,7 +194,10 @@ def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
             raise TgirUserError(f"{out_dir}: already holds a CSS dataset; pass --overwrite to replace it")
         for p in [*ours, *images]:
             p.unlink(missing_ok=True)
-    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TgirUserError(f"{out_dir}: cannot write there ({err.strerror or err})") from None
 
 
 def write_css2d(

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tgir.runtime.base import Runner, UnknownWordsWarning
+from tgir.runtime.base import QueryTextWarning, Runner, TextTooLongWarning, UnknownWordsWarning
 
 from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch", "c")
 
-__all__ = ["BACKENDS", "Runner", "UnknownWordsWarning", "open"]
+__all__ = ["BACKENDS", "QueryTextWarning", "Runner", "TextTooLongWarning", "UnknownWordsWarning", "open"]
 
 
 def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:

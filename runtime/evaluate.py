@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-from tgir.runtime.base import Runner, UnknownWordsWarning
+from tgir.runtime.base import QueryTextWarning, Runner
 
 from tgir.data.records import RetrievalSplit
 from tgir.evaluate import evaluate_split
@@ -42,8 +42,8 @@ def embed_split_with(runner: Runner, split: RetrievalSplit, batch: int = 32,
             progress(done, total)
     gallery_rows = np.concatenate(rows)[[slot[i] for i in gallery]]
     queries = []
-    with warnings.catch_warnings():  # benchmark texts with unknown words are part of the protocol
-        warnings.simplefilter("ignore", UnknownWordsWarning)
+    with warnings.catch_warnings():  # benchmark texts with unknown words or past the length are the protocol's
+        warnings.simplefilter("ignore", QueryTextWarning)
         for start in range(0, len(split.queries), batch):
             qs = split.queries[start:start + batch]
             if whole:

@@ -163,9 +163,10 @@ void Pipeline::require_index(const Index& index, const std::string& where) const
   if (index.dim != embed_dim_)
     fail(TGIR_ERR_BAD_INDEX, where + ": embeddings of size " + std::to_string(index.dim) + "; this runtime's are " +
                                  std::to_string(embed_dim_));
-  if (index.fingerprint != fingerprint_)
-    fail(TGIR_ERR_BAD_INDEX, where + ": the index was built by another bundle (fingerprint " + index.fingerprint +
-                                 ", this runtime's is " + fingerprint_ + "); rebuild it with `tgir index --bundle`");
+  if (index.fingerprint != fingerprint_)  // the fingerprint names the bundle and the graphs' precision as run here
+    fail(TGIR_ERR_BAD_INDEX, where + ": the index was built by another bundle or precision (fingerprint " +
+                                 index.fingerprint + ", this runtime's is " + fingerprint_ +
+                                 "); rebuild it for this runtime with `tgir index --bundle BUNDLE --backend c`");
 }
 
 }  // namespace tgir

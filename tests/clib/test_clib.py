@@ -186,7 +186,8 @@ def test_bad_inputs_and_foreign_index(runners, parity_index, tmp_path):
     _, index, folder = parity_index
     other = tmp_path / "other"
     GalleryIndex(index.embeddings, index.ids, "0123456789abcdef-int8-0000").save(other)
-    with pytest.raises(TgirUserError, match="built by another bundle"):
+    with pytest.raises(TgirUserError,
+                       match=r"built by another bundle or precision .*`tgir index --bundle BUNDLE --backend c`"):
         CIndex(other, c)
     with pytest.raises(TgirUserError, match="k must be between 1 and the gallery size"):
         CIndex(folder, c).search(np.zeros((1, c.embed_dim), np.float32), k=0)

@@ -139,16 +139,15 @@ def _check_inputs(cfg, outputs: dict[str, str | None]) -> None:
 
 
 def _check_writable(flag: str, path: Path) -> None:
-    """Create and remove ``path``'s temporary sibling (what ``_write`` writes first): an unwritable path
-    fails here, not after the measurements."""
+    """An unwritable output fails here, not after the measurements (``_write`` makes no folders)."""
+    from tgir.manifest import require_writable
+
     if not path.parent.is_dir():
         raise TgirUserError(f"{flag} {path}: folder {path.parent} does not exist")
-    probe = path.with_name(path.name + ".tmp")
     try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise TgirUserError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+        require_writable(path)
+    except TgirUserError as err:
+        raise TgirUserError(f"{flag} {err}") from None
 
 
 def _exit_when_nothing_measured(result: dict) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tgir.data.images import Preprocess, load_image
+from tgir.data.records import Query, RetrievalSplit
 from tgir.data.registry import DATASETS, load_split
 from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest
@@ -30,7 +31,8 @@ class CalibData:
     Attributes:
         dataset: Dataset format (``tgir.data.registry.DATASETS``).
         data: Dataset root folder.
-        split: Split to draw from (default: train; never tune on test).
+        split: Split to draw from (default: train; any split of the dataset but ``test``: tuning
+            on the test split would make its scores optimistic).
         samples: Number of queries drawn (each brings a reference and a target image).
         seed: Seed of the draw.
         batch: Samples per batch handed to the model.
@@ -48,11 +50,38 @@ class CalibData:
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
             raise unknown_choice("dataset", self.dataset, sorted(DATASETS))
+        allowed = calibration_splits(self.dataset)
+        if self.split == "test":
+            raise TgirUserError(f"calibration samples never come from the test split (that would tune on it); "
+                                f"valid choices for {self.dataset}: {', '.join(repr(s) for s in allowed)}")
+        if self.split not in allowed:
+            raise unknown_choice(f"{self.dataset} calibration split", self.split, allowed)
         if self.samples < MIN_SAMPLES:
             raise TgirUserError(f"too few calibration samples ({self.samples}); use at least {MIN_SAMPLES} "
                                 "(512 is a good default)")
         if self.batch < 1:
             raise TgirUserError(f"batch must be >= 1, got {self.batch}")
+
+
+def calibration_splits(dataset: str) -> tuple[str, ...]:
+    """The splits of ``dataset`` that calibration may draw from: all but ``test``."""
+    return tuple(s for s in DATASETS[dataset][1] if s != "test")
+
+
+def usable_queries(cfg: CalibData) -> tuple[RetrievalSplit, list[Query]]:
+    """Load ``cfg``'s split and its queries that have a target image, checking there are enough.
+
+    Cheap next to a calibration (no image is read): call it before slow work to fail early.
+
+    Raises:
+        TgirUserError: A missing or malformed dataset, or fewer usable queries than ``cfg.samples``.
+    """
+    split = load_split(cfg.dataset, cfg.data, cfg.split, **dict(cfg.options))
+    usable = [q for q in split.queries if q.target >= 0]
+    if len(usable) < cfg.samples:
+        raise TgirUserError(f"{cfg.data}: {cfg.split} split has {len(usable)} queries with a target image; "
+                            f"asked for {cfg.samples} calibration samples")
+    return split, usable
 
 
 @dataclass
@@ -89,11 +118,7 @@ def calibration_batches(folder: str | Path, cfg: CalibData,
             does not know (another dataset), or a bundle that is not fp32.
     """
     manifest, prep, vocab = bundle_inputs(folder)
-    split = load_split(cfg.dataset, cfg.data, cfg.split, **dict(cfg.options))
-    usable = [q for q in split.queries if q.target >= 0]
-    if len(usable) < cfg.samples:
-        raise TgirUserError(f"{cfg.data}: {cfg.split} split has {len(usable)} queries with a target image; "
-                            f"asked for {cfg.samples} calibration samples")
+    split, usable = usable_queries(cfg)
     chosen = [usable[i] for i in np.random.default_rng(cfg.seed).choice(len(usable), cfg.samples, replace=False)]
     length = manifest.tokenizer["max_length"]
     all_ids, all_lengths = vocab.encode_batch([q.text for q in chosen], length)  # [N, L], [N]

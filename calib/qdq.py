@@ -88,6 +88,8 @@ class QuantConfig:
             raise unknown_choice("quantization flavour", self.flavour, FLAVOURS)
         if self.method not in METHODS:
             raise unknown_choice("calibration method", self.method, METHODS)
+        if not 0 < self.percentile <= 100:
+            raise TgirUserError(f"percentile must be in (0, 100] (e.g. 99.99), got {self.percentile}")
         if self.keep_sensitive < 0:
             raise TgirUserError(f"keep_sensitive must be >= 0, got {self.keep_sensitive}")
         if self.int8_lstm and self.flavour == "tensorrt":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import warnings
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tgir.calib.cache import DEFAULT_CACHE_VERSION
+from tgir.calib.data import CalibData, usable_queries
+from tgir.export.engine import EngineConfig
 from tgir.export.onnx import OnnxConfig
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
@@ -66,6 +69,15 @@ class CalibSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise unknown_choice("calibration method", self.method, METHODS)
+        self.calib_data(self.data or "")  # dataset name and sample count, before any slow work
+        if not 0 < self.percentile <= 100:
+            raise TgirUserError(f"calibration percentile must be in (0, 100] (e.g. 99.99), got {self.percentile}")
+        if self.keep_sensitive < 0:
+            raise TgirUserError(f"--calib-keep-sensitive must be >= 0, got {self.keep_sensitive}")
+
+    def calib_data(self, root: str) -> CalibData:
+        """Where the samples come from: the training split of ``root`` in this format."""
+        return CalibData(self.dataset, root, samples=self.samples, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,9 @@ class BuildConfig:
     Attributes:
         checkpoint: Trained checkpoint (default: the shipped AMC, ``trained/amc_css2d.pt``).
         out: Bundle directory.
-        precision: fp32, fp16, int8 or best (int8 where it pays, the rest in fp16 on TensorRT).
+        precision: fp32, fp16, int8 or best. ``best`` builds the same int8 Q/DQ bundle as int8:
+            TensorRT 11's strongly typed networks take precision from the graph only, so there is no
+            "int8 plus fp16 elsewhere" switch to add on top.
         backend: auto (TensorRT when importable and a GPU is present, else ONNX Runtime),
             tensorrt or onnxruntime.
         onnx: Export settings (router form, tau, batch range, text length, opset).
@@ -109,6 +123,19 @@ class BuildConfig:
             raise unknown_choice("precision", self.precision, PRECISIONS)
         if self.backend not in BACKENDS:
             raise unknown_choice("backend", self.backend, BACKENDS)
+        if self.threads < 0:
+            raise TgirUserError(f"--threads must be >= 0 (0: one per core), got {self.threads}")
+        EngineConfig(**self.engine)  # TensorRT settings are checked whatever the backend
+        if self.calibration_cache and not Path(self.calibration_cache).exists():
+            raise TgirUserError(f"{self.calibration_cache}: calibration cache not found (a file, or a folder of "
+                                "per-graph caches)")
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether the build calibrates: int8/best with Q/DQ graphs, or the legacy path without a cache."""
+        if self.engine.get("legacy_calibrator"):
+            return self.calibration_cache is None
+        return self.precision in ("int8", "best")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -180,11 +207,7 @@ def build_bundle(cfg: BuildConfig, progress: Progress | None = None, force: bool
     if existing is not None:
         return existing, {"out": str(out), "up_to_date": True}
     backend = resolve_backend(cfg.backend)
-    if backend == "tensorrt":  # fail before minutes of export and calibration, not after
-        from tgir.export.engine import EngineConfig, tensorrt_version
-
-        EngineConfig(**cfg.engine)
-        tensorrt_version()
+    _preflight(cfg, backend)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.build.", dir=out.parent))
     try:
@@ -197,6 +220,8 @@ def build_bundle(cfg: BuildConfig, progress: Progress | None = None, force: bool
         report("verify", 0, 1)
         smoke = _verify(final, backend)
         report("verify", 1, 1)
+        # mkdtemp folders are 0700 whatever the umask; a bundle is shared like any folder the user makes
+        final.chmod(0o777 & ~_umask())
         if out.exists():
             shutil.rmtree(out)
         final.rename(out)
@@ -204,6 +229,23 @@ def build_bundle(cfg: BuildConfig, progress: Progress | None = None, force: bool
         shutil.rmtree(work, ignore_errors=True)
     return Manifest.load(out), {"out": str(out), "up_to_date": False, "backend": backend, "stages": stages,
                                 "verify": smoke}
+
+
+def _preflight(cfg: BuildConfig, backend: str) -> None:
+    """What can fail fast, before minutes of export and calibration: TensorRT present for that
+    backend, and a calibration dataset that loads and has enough queries."""
+    if backend == "tensorrt":
+        from tgir.export.engine import tensorrt_version
+
+        tensorrt_version()
+    if cfg.calibrates and cfg.calib.data is not None:
+        usable_queries(cfg.calib.calib_data(cfg.calib.data))
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tuple[Path, list[str]]:
@@ -243,7 +285,6 @@ def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tup
 
 def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Progress,
                cache_version: str = DEFAULT_CACHE_VERSION) -> Path:
-    from tgir.calib.data import CalibData
     from tgir.calib.qdq import QuantConfig
     from tgir.export.quantize import quantized_from_bundle
 
@@ -258,7 +299,7 @@ def _calibrate(cfg: BuildConfig, backend: str, fp32: Path, out: Path, report: Pr
     # The runtime decides the flavour: TensorRT wants symmetric int8 activations, ONNX Runtime's CPU
     # kernels are fastest with uint8 activations and (without VNNI) 7-bit weights.
     flavour = "tensorrt" if backend == "tensorrt" else "cpu"
-    quantized_from_bundle(fp32, out, CalibData(c.dataset, data, samples=c.samples, seed=c.seed),
+    quantized_from_bundle(fp32, out, c.calib_data(data),
                           QuantConfig(flavour=flavour, method=c.method, percentile=c.percentile,
                                       keep_sensitive=c.keep_sensitive),
                           cfg.checkpoint, progress=lambda s, d, n: report(s.replace("exporting", "export int8"), d, n),

@@ -1,6 +1,9 @@
 """Checks of an exported bundle: ONNX validity, strict shape inference, the manifest's contract, graph
 hygiene (dead nodes, unfolded constants, training-only ops) and the TensorRT operator lint.
 
+ONNX Runtime bundles also ship ONNX Runtime's saved optimised graphs (``*.ort.onnx``) and a fused
+query graph: each must parse and open in an ONNX Runtime session with the manifest's I/O.
+
 Numerical parity with PyTorch on CSS-2D samples lives in ``tgir.export.parity``.
 """
 
@@ -21,11 +24,20 @@ TRAINING_OPS = {"Dropout", "SoftmaxCrossEntropyLoss", "NegativeLogLikelihoodLoss
 
 @dataclass
 class CheckReport:
-    """What ``check_graphs`` found: per-graph facts and any problems (empty = all passed)."""
+    """What ``check_graphs`` found: per-graph facts and any problems (empty = all passed).
+
+    Attributes:
+        graphs: Per graph: node counts, parameters, file size.
+        problems: One line per problem found.
+        parity: The parity check's result (empty: not run).
+        saved: Per ONNX Runtime saved or fused graph file: True (opened in a session) or why it
+            was only parsed.
+    """
 
     graphs: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     parity: dict = field(default_factory=dict)
+    saved: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -33,7 +45,8 @@ class CheckReport:
 
     def to_dict(self) -> dict:
         out = {"ok": self.ok, "graphs": self.graphs, "problems": self.problems}
-        return {**out, "parity": self.parity} if self.parity else out
+        out.update({k: v for k, v in (("saved", self.saved), ("parity", self.parity)) if v})
+        return out
 
 
 def _names(values) -> list[str]:
@@ -69,8 +82,9 @@ def hygiene(model: onnx.ModelProto) -> dict:
 
 
 def check_graphs(folder: str | Path, tensorrt: str | None = DEFAULT_TENSORRT) -> CheckReport:
-    """``onnx.checker`` (full), strict shape inference, I/O names against the manifest, hygiene and
-    (unless ``tensorrt`` is None) the TensorRT operator lint for that version."""
+    """``onnx.checker`` (full), strict shape inference, I/O names against the manifest, hygiene,
+    (unless ``tensorrt`` is None) the TensorRT operator lint for that version, and the bundle's ONNX
+    Runtime saved and fused graphs (``check_saved_graphs``)."""
     folder = Path(folder)
     manifest = Manifest.load(folder)
     report = CheckReport()
@@ -99,7 +113,59 @@ def check_graphs(folder: str | Path, tensorrt: str | None = DEFAULT_TENSORRT) ->
                                "if_nodes": sum(n.op_type == "If" for n in nodes),
                                "params": sum(_numel(i) for i in model.graph.initializer),
                                "bytes": path.stat().st_size}
+    check_saved_graphs(folder, manifest, report)
     return report
+
+
+def check_saved_graphs(folder: Path, manifest: Manifest, report: CheckReport) -> None:
+    """The graphs an ONNX Runtime bundle adds: saved optimised graphs (``*.ort.onnx``) and fused
+    graphs. Each must parse as ONNX and have the manifest's I/O names; each opens in an ONNX Runtime
+    session where this onnxruntime would run it (a saved graph: the version and providers it was
+    saved by). Problems and facts go into ``report``."""
+    import onnxruntime as ort
+
+    saved = manifest.build.get("onnxruntime_optimized", {})
+    fused = manifest.build.get("fused", {})
+    specs = {**manifest.graphs, **fused}
+    targets = {entry["file"]: (name, ["CPUExecutionProvider"]) for name, entry in fused.items()}
+    opens = (saved.get("version") == ort.__version__
+             and set(saved.get("providers", ["?"])) <= set(ort.get_available_providers()))
+    providers = saved.get("providers") if opens else None
+    targets.update({file: (name, providers) for name, file in saved.get("files", {}).items()})
+    targets.update({f: (None, providers) for f in manifest.files if f.endswith(".ort.onnx") and f not in targets})
+    for file, (name, session) in targets.items():
+        problem = _saved_graph_problem(folder / file, specs.get(name), session)
+        if problem:
+            report.problems.append(f"{file}: {problem}")
+        else:
+            report.saved[file] = True if session else (
+                f"parsed, not opened: saved by onnxruntime {saved.get('version')} for {saved.get('providers')}, "
+                f"this is {ort.__version__}")
+
+
+def _saved_graph_problem(path: Path, spec: dict | None, providers: list[str] | None) -> str | None:
+    """Why the graph at ``path`` is unusable, or None: parse it, compare its I/O names with ``spec``
+    and, unless ``providers`` is None, open it in a session with those providers."""
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:  # protobuf's DecodeError, OSError, ...
+        return f"not a readable ONNX graph ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    constants = {i.name for i in model.graph.initializer}
+    got = ([i.name for i in model.graph.input if i.name not in constants], _names(model.graph.output))
+    if spec is not None and got != ([t["name"] for t in spec["inputs"]], [t["name"] for t in spec["outputs"]]):
+        return f"I/O {got[0]} -> {got[1]} differs from the manifest's graph (not the graph it was made from)"
+    if not providers:
+        return None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph types for a corrupt graph
+        return f"onnxruntime cannot load this graph ({str(err).splitlines()[0]})"
+    return None
 
 
 def check_bundle(folder: str | Path, checkpoint: str | Path | None = None, data: str | Path | None = None,
@@ -134,7 +200,7 @@ def _numel(tensor: onnx.TensorProto) -> int:
     return n
 
 
-def require_ok(report: CheckReport, folder: str | Path) -> None:
-    """Raise a user error listing every problem of ``report``."""
+def require_ok(report: CheckReport, folder: str | Path, note: str = "") -> None:
+    """Raise a user error listing every problem of ``report`` (then ``note``, e.g. what was kept)."""
     if not report.ok:
-        raise TgirUserError(f"{folder}: bundle check failed: " + "; ".join(report.problems))
+        raise TgirUserError(f"{folder}: bundle check failed: " + "; ".join(report.problems) + note)

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-import json
-import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 from tgir.calib.cache import DEFAULT_CACHE_VERSION
+from tgir.export.summary import aoti_lines, bundle_files, calibrate_what, emit, report_lines, written_lines
 
 from tgir.data.registry import DATASETS
 
 _TENSORRT_HELP = "TensorRT version whose ONNX parser the lint targets ('none' skips the lint)."
+_JSON_HELP = "Print the result as one line of JSON (for scripts) instead of the summary."
 
 
 def _tensorrt(value: str) -> str | None:
-    return None if value.lower() == "none" else value
+    """``--tensorrt``: None for 'none', else a version with an operator table (checked now, before any work)."""
+    from tgir.export.lint import operator_table
+
+    if value.lower() == "none":
+        return None
+    operator_table(value)  # raises the one-line error listing the known versions
+    return value
+
+
+def _write_checked(out_dir: str, overwrite: bool, write: Callable[[Path], object], check: Callable[[Path], object]):
+    """Write a bundle and check it in a folder beside ``out_dir``, renamed to ``out_dir`` only when
+    the check passed: a failed export or check leaves nothing behind (and any old bundle intact).
+
+    Returns:
+        What ``write`` and ``check`` returned.
+    """
+    from tgir.export.check import require_ok
+
+    from tgir.manifest import staged_bundle
+
+    with staged_bundle(out_dir, overwrite) as folder:
+        written = write(folder)
+        report = check(folder)
+        require_ok(report, out_dir, note=f" (nothing was written to {out_dir})")
+    return written, report
 
 
 def _progress(label: str):
@@ -42,20 +68,24 @@ def _progress(label: str):
               help="Compare ONNX Runtime with PyTorch on dataset samples after export.")
 @click.option("--tensorrt", default="10.15", show_default=True, help=_TENSORRT_HELP)
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def onnx_command(checkpoint, out_dir, tau, router, opset, max_batch, max_text_len, data, dataset, parity, tensorrt,
                  overwrite, as_json) -> None:
     """Export a checkpoint to three ONNX graphs plus manifest.json, then check them."""
-    from tgir.export.check import check_bundle, require_ok
+    from tgir.export.check import check_bundle
     from tgir.export.onnx import OnnxConfig, onnx_from_checkpoint
 
     cfg = OnnxConfig(tau=tau, router=router, opset=opset, max_batch=max_batch, text_length=max_text_len)
-    manifest = onnx_from_checkpoint(checkpoint, out_dir, cfg, overwrite,
-                                    progress=lambda g: click.echo(f"exporting {g} ...", err=True))
-    report = check_bundle(out_dir, checkpoint, data, dataset, _tensorrt(tensorrt), parity, _progress("parity"))
-    require_ok(report, out_dir)
+    lint = _tensorrt(tensorrt)
+    manifest, report = _write_checked(
+        out_dir, overwrite,
+        lambda folder: onnx_from_checkpoint(checkpoint, folder, cfg,
+                                            progress=lambda g: click.echo(f"exporting {g} ...", err=True)),
+        lambda folder: check_bundle(folder, checkpoint, data, dataset, lint, parity, _progress("parity")))
     result = {"out": out_dir, "family": manifest.model["family"], "router": manifest.router, **report.to_dict()}
-    click.echo(json.dumps(result, indent=None if as_json else 2))
+    r = manifest.router
+    what = manifest.model["family"] + (f", router {r['form']}, tau {r.get('tau')}" if r.get("form") else "")
+    emit(result, written_lines(out_dir, what, bundle_files(manifest), result), as_json)
 
 
 @click.command("check")
@@ -68,23 +98,26 @@ def onnx_command(checkpoint, out_dir, tau, router, opset, max_batch, max_text_le
               help="Format of --data.")
 @click.option("--parity/--no-parity", default=True, show_default=True, help="Run the ONNX Runtime vs PyTorch check.")
 @click.option("--tensorrt", default="10.15", show_default=True, help=_TENSORRT_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) -> None:
     """Check a bundle: ONNX checker (full), strict shape inference, I/O against the manifest, graph
-    hygiene, TensorRT operator lint, and ONNX Runtime vs PyTorch parity with identical top-10."""
-    from tgir.export.check import check_bundle
+    hygiene, TensorRT operator lint, ONNX Runtime's saved (*.ort.onnx) and fused graphs open, and
+    ONNX Runtime vs PyTorch parity with identical top-10."""
+    from tgir.export.check import check_bundle, require_ok
 
     report = check_bundle(bundle, checkpoint, data, dataset, _tensorrt(tensorrt), parity, _progress("parity"))
-    click.echo(json.dumps(report.to_dict(), indent=None if as_json else 2))
-    if not report.ok:
-        sys.exit(1)
+    result = report.to_dict()
+    emit(result, [f"{bundle}: check {'passed' if report.ok else 'FAILED'}", *report_lines(result)], as_json)
+    require_ok(report, bundle)
 
 
 @click.command("calibrate")
 @click.option("--bundle", required=True, type=click.Path(file_okay=False), help="fp32 bundle (tgir-export onnx).")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root of the samples.")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
-@click.option("--split", default="train", show_default=True, help="Split the samples come from (never test).")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True,
+              help="Format of --data.")
+@click.option("--split", default="train", show_default=True,
+              help="Split the samples come from (never test: that would tune on it).")
 @click.option("--method", type=click.Choice(["entropy", "percentile", "max"]), default="entropy", show_default=True,
               help="Activation observer.")
 @click.option("--percentile", default=99.99, show_default=True, help="Kept share of |values| (percentile).")
@@ -107,28 +140,31 @@ def check_command(bundle, checkpoint, data, dataset, parity, tensorrt, as_json) 
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="INT8 bundle directory.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def calibrate_command(bundle, data, dataset, split, method, percentile, samples, seed, flavour, int8_lstm, keep,
                       keep_sensitive, cache_trt_version, checkpoint, out_dir, overwrite, as_json) -> None:
     """Calibrate an fp32 bundle's model on real samples and write an INT8 Q/DQ bundle (Q/DQ inside
     the experts' If branches too), then check it."""
     from tgir.calib.cache import version_number
-    from tgir.calib.data import CalibData
+    from tgir.calib.data import CalibData, usable_queries
     from tgir.calib.qdq import QuantConfig
-    from tgir.export.check import check_graphs, require_ok
+    from tgir.export.check import check_graphs
     from tgir.export.quantize import quantized_from_bundle
 
     cdata = CalibData(dataset, data, split=split, samples=samples, seed=seed)
     qcfg = QuantConfig(flavour=flavour, method=method, percentile=percentile, int8_lstm=int8_lstm,
                        keep_sensitive=keep_sensitive, **({"keep": keep} if keep else {}))
     version_number(cache_trt_version)  # a bad version fails before minutes of calibration
-    manifest, _ = quantized_from_bundle(bundle, out_dir, cdata, qcfg, checkpoint, overwrite, _stage_reporter(),
-                                        cache_version=cache_trt_version)
-    report = check_graphs(out_dir, tensorrt="10.15" if flavour == "tensorrt" else None)
-    require_ok(report, out_dir)
+    usable_queries(cdata)  # so does a dataset that is missing or too small
+    (manifest, _), report = _write_checked(
+        out_dir, overwrite,
+        lambda folder: quantized_from_bundle(bundle, folder, cdata, qcfg, checkpoint, progress=_stage_reporter(),
+                                             cache_version=cache_trt_version),
+        lambda folder: check_graphs(folder, tensorrt="10.15" if flavour == "tensorrt" else None))
     result = {"out": out_dir, "precision": manifest.precision, "quantization": manifest.build["quantization"],
               **report.to_dict()}
-    click.echo(json.dumps(result, indent=None if as_json else 2))
+    emit(result, written_lines(out_dir, calibrate_what(manifest.build["quantization"]), bundle_files(manifest),
+                               result), as_json)
 
 
 @click.command("fp16")
@@ -140,21 +176,27 @@ def calibrate_command(bundle, data, dataset, split, method, percentile, samples,
 @click.option("--keep-module", "keep_modules", multiple=True, metavar="PATTERN",
               help="Node names or torch module paths (fnmatch) computed in fp32; repeatable. Default: *router*.")
 @click.option("--overwrite/--no-overwrite", default=False, show_default=True, help="Replace a non-empty --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def fp16_command(bundle, out_dir, keep_ops, keep_modules, overwrite, as_json) -> None:
     """Convert an fp32 bundle to FP16 (mixed precision: normalisation, softmax and reductions stay fp32;
     I/O stays float32), inside the experts' If branches too, then check it."""
     from tgir.calib.fp16 import Fp16Config, fp16_from_bundle
-    from tgir.export.check import check_graphs, require_ok
+    from tgir.export.check import check_graphs
+
+    from tgir.errors import TgirUserError
 
     cfg = Fp16Config(**({"keep_ops": keep_ops} if keep_ops else {}),
                      **({"keep_modules": keep_modules} if keep_modules else {}))
-    manifest = fp16_from_bundle(bundle, out_dir, cfg, overwrite,
-                                progress=lambda g: click.echo(f"converting {g} ...", err=True))
-    report = check_graphs(out_dir, tensorrt="10.15")
-    require_ok(report, out_dir)
+    if Path(out_dir).resolve() == Path(bundle).resolve():
+        raise TgirUserError(f"{out_dir}: is the source bundle; write the fp16 bundle elsewhere")
+    manifest, report = _write_checked(
+        out_dir, overwrite,
+        lambda folder: fp16_from_bundle(bundle, folder, cfg,
+                                        progress=lambda g: click.echo(f"converting {g} ...", err=True)),
+        lambda folder: check_graphs(folder, tensorrt="10.15"))
     result = {"out": out_dir, "precision": manifest.precision, "fp16": manifest.build["fp16"], **report.to_dict()}
-    click.echo(json.dumps(result, indent=None if as_json else 2))
+    kept = f"fp32 kept for ops {', '.join(cfg.keep_ops)} and modules {', '.join(cfg.keep_modules)}"
+    emit(result, written_lines(out_dir, f"fp16, {kept}", bundle_files(manifest), result), as_json)
 
 
 @click.command("aoti")
@@ -163,7 +205,7 @@ def fp16_command(bundle, out_dir, keep_ops, keep_modules, overwrite, as_json) ->
               help="Where the compiled graphs run.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Source checkpoint (default: the manifest's).")
 @click.option("--force", is_flag=True, help="Compile even if the bundle's AOTInductor graphs are up to date.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def aoti_command(bundle, device, checkpoint, force, as_json) -> None:
     """Compile the bundle's three graphs with AOTInductor (from the fp32 PyTorch model) into
     <bundle>/aoti/<graph>.so for the C runtime, check them against PyTorch and record them in the
@@ -180,7 +222,7 @@ def aoti_command(bundle, device, checkpoint, force, as_json) -> None:
     result = {"bundle": bundle, "up_to_date": any(ln.startswith(UP_TO_DATE) for ln in lines),
               "device": manifest.aoti["device"], "torch": manifest.aoti["torch"],
               "files": files_summary(bundle, manifest)}
-    click.echo(json.dumps(result, indent=None if as_json else 2))
+    emit(result, aoti_lines(result), as_json)
 
 
 def _stage_reporter():
@@ -205,18 +247,21 @@ def _stage_reporter():
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Trained checkpoint [default: the shipped "
               "AMC, trained/amc_css2d.pt].")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default="int8", show_default=True,
-              help="int8: Q/DQ graphs calibrated on real samples; best: int8 plus fp16 elsewhere on TensorRT.")
+              help="int8: Q/DQ graphs calibrated on real samples; fp16: mixed-precision graphs; best: the same as "
+                   "int8 (TensorRT 11 takes precision from the graph only, so there is no int8 + fp16 mix).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True,
               help="auto: TensorRT when it imports and a GPU is present, else ONNX Runtime.")
 @click.option("--calib-data", type=click.Path(file_okay=False),
               help="Dataset root for INT8 calibration [default: a generated CSS-2D training split].")
-@click.option("--calib-dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True)
+@click.option("--calib-dataset", type=click.Choice(sorted(DATASETS)), default="css2d", show_default=True,
+              help="Format of --calib-data (its training split is used).")
 @click.option("--calib-method", type=click.Choice(["entropy", "percentile", "max"]), default="percentile",
               show_default=True, help="Activation observer (the shipped setting is percentile 99.99).")
 @click.option("--calib-samples", default=512, show_default=True, help="Calibration queries.")
 @click.option("--calib-keep-sensitive", default=0, show_default=True, metavar="N",
               help="Leave in float the N layers a sensitivity sweep finds most harmful to quantize.")
-@click.option("--out", "out_dir", default="bundle", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_dir", default="bundle", show_default=True, type=click.Path(file_okay=False),
+              help="Bundle directory; built beside it and renamed into place when every stage passed.")
 @click.option("--router", type=click.Choice(["if", "dense"]), default="if", show_default=True,
               help="AMC router form: ONNX If per expert, or every expert computed with gates applied.")
 @click.option("--tau", type=float, help="AMC gate threshold (default: the checkpoint's).")
@@ -242,7 +287,7 @@ def _stage_reporter():
               help="DLA: run layers DLA cannot on the GPU.")
 @click.option("--device", default=0, show_default=True, help="CUDA device to build for.")
 @click.option("--force", is_flag=True, help="Rebuild even if --out holds a bundle built from the same recipe.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
 def build_engine_command(checkpoint, precision, backend, calib_data, calib_dataset, calib_method, calib_samples,
                          calib_keep_sensitive, out_dir, router, tau, max_batch, opt_batch, max_text_len, threads,
                          parity, workspace_mib, timing_cache, version_compatible, exclude_lean_runtime, dla_core,
@@ -268,13 +313,13 @@ def build_engine_command(checkpoint, precision, backend, calib_data, calib_datas
                       parity=parity, threads=threads, engine=engine, calibration_cache=calibration_cache)
     manifest, summary = build_bundle(cfg, _stage_reporter(), force=force)
     summary = {**summary, "precision": manifest.precision, "backend": manifest.backend,
-               "family": manifest.model["family"], "files": sorted(manifest.files)}
+               "family": manifest.model["family"], "files": bundle_files(manifest)}
     if as_json:
-        click.echo(json.dumps(summary))
+        emit(summary, [], as_json)
         return
     state = "up to date (same checkpoint and settings; --force rebuilds)" if summary["up_to_date"] else "built"
     click.echo(f"{state}: {out_dir}/  ({manifest.model['family']}, {manifest.precision}, {manifest.backend})")
-    for name in sorted(manifest.files):
+    for name in summary["files"]:
         click.echo(f"  {name}")
     click.echo(f"next: tgir index --bundle {out_dir} --images CATALOGUE_DIR --out index/\n"
                f"      tgir search --bundle {out_dir} --index index/ --image REF.png --text \"make it red\"")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tgir.calib.data import CalibData, calibration_batches
+from tgir.calib.data import CalibData, calibration_batches, usable_queries
 
 from tgir.data.registry import load_split
 from tgir.errors import TgirUserError
@@ -54,6 +54,13 @@ def test_refusals(tiny, tmp_path, tiny_css2d):
         CalibData("css2d", str(tiny_css2d), samples=4)
     with pytest.raises(TgirUserError, match="unknown dataset 'imagenet'"):
         CalibData("imagenet", "x")
+    with pytest.raises(TgirUserError, match=r"never come from the test split .*; valid choices for css2d: 'train'"):
+        CalibData("css2d", str(tiny_css2d), split="test", samples=32)
+    with pytest.raises(TgirUserError, match="unknown css2d calibration split 'val'; valid choices: 'train'"):
+        CalibData("css2d", str(tiny_css2d), split="val", samples=32)
+    assert CalibData("fashioniq", "x", split="val").split == "val"  # any split but test
+    with pytest.raises(TgirUserError, match="expected the CSS data file"):  # before any image is read
+        usable_queries(CalibData("css2d", str(tmp_path), samples=32))
     good = CalibData("css2d", str(tiny_css2d), samples=40)
     stranger = _bundle(tmp_path / "s", tiny, Vocabulary(["dress", "shirt"]))
     with pytest.raises(TgirUserError, match=r"100% of the calibration texts' words are unknown"):

@@ -159,14 +159,21 @@ def test_refusals(fp16_bundle, tiny_amc_bundle, tmp_path):
 def test_fp16_cli(tiny_amc_bundle, tmp_path, capsys):
     from tgir.export.cli import main
 
-    args = ["fp16", "--bundle", str(tiny_amc_bundle), "--out", str(tmp_path / "h"), "--keep-op", "Softmax", "--json"]
+    args = ["fp16", "--bundle", str(tiny_amc_bundle), "--out", str(tmp_path / "h"), "--keep-op", "Softmax"]
     assert main(args) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["ok"] and out["precision"] == "fp16" and out["fp16"]["keep_ops"] == ["Softmax"]
+    out = capsys.readouterr().out.splitlines()  # by default a summary for people
+    assert out[0].startswith(f"wrote {tmp_path / 'h'}/ (fp16, fp32 kept for ops Softmax and modules *router*): ")
+    assert "manifest.json" in out[0] and out[1] == "check passed:"
     assert main(args) == 1  # --out is not empty now
     err = capsys.readouterr().err
     assert "not empty; pass --overwrite" in err and "Traceback" not in err
-    assert main([*args, "--overwrite"]) == 0
+    assert main([*args, "--overwrite", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["precision"] == "fp16" and out["fp16"]["keep_ops"] == ["Softmax"]
+    source = tmp_path / "source"
+    shutil.copytree(tiny_amc_bundle, source)
+    assert main(["fp16", "--bundle", str(source), "--out", str(source), "--overwrite"]) == 1
+    assert "is the source bundle; write the fp16 bundle elsewhere" in capsys.readouterr().err
 
 
 def test_fp32_artefacts_not_carried(tiny_amc_bundle, tmp_path):

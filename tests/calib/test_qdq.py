@@ -86,6 +86,9 @@ def test_prepare_refusals(tiny):
         prepare(build_model(tiny("amc")), QuantConfig(keep=("*",)))
     with pytest.raises(TgirUserError, match="unknown quantization flavour 'gpu'"):
         QuantConfig(flavour="gpu")
+    for bad in (150, 0, -1):  # refused with the config, before any calibration
+        with pytest.raises(TgirUserError, match=r"percentile must be in \(0, 100\]"):
+            QuantConfig(method="percentile", percentile=bad)
     fresh = build_model(tiny("amc"))
     wrappers = prepare(fresh, QuantConfig())
     set_mode(wrappers, "float")

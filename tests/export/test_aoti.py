@@ -101,6 +101,10 @@ def test_up_to_date_does_not_recompile(tiny_aoti_bundle, monkeypatch, capsys):
     assert main(["aoti", "--bundle", str(tiny_aoti_bundle), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["up_to_date"] is True and sorted(out["files"]) == [f"aoti/{g}.so" for g in sorted(GRAPHS)]
+    assert main(["aoti", "--bundle", str(tiny_aoti_bundle)]) == 0  # without --json: a summary for people
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"up to date: {tiny_aoti_bundle}/aoti (cpu, torch ")
+    assert [ln.split()[0] for ln in lines[1:]] == [f"aoti/{g}.so" for g in sorted(GRAPHS)]
     assert _state(tiny_aoti_bundle) == before
 
 

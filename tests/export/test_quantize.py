@@ -108,6 +108,42 @@ def test_calibrate_cli(fp32_bundle, tmp_path, tiny_css2d, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] and out["precision"] == "int8" and out["quantization"]["method"] == "max"
+    assert out["quantization"]["split"] == "train"
     assert main([*args[:-3], "--samples", "8", "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
     assert "too few calibration samples (8)" in err and "Traceback" not in err
+
+
+def test_calibrate_cli_checks_flags_first(fp32_bundle, tmp_path, tiny_css2d, monkeypatch, capsys):
+    import tgir.export.quantize as quantize
+    from tgir.export.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("calibration started before the flags were checked")
+
+    monkeypatch.setattr(quantize, "quantized_from_bundle", never)
+    args = ["calibrate", "--bundle", str(fp32_bundle), "--data", str(tiny_css2d), "--out", str(tmp_path / "q")]
+    for extra, error in [(["--split", "test", "--samples", "32"], "never come from the test split (that would "
+                                                                   "tune on it); valid choices for css2d: 'train'"),
+                         (["--split", "val", "--samples", "32"], "unknown css2d calibration split 'val'; valid "
+                                                                  "choices: 'train'"),
+                         (["--percentile", "150", "--samples", "32"], "percentile must be in (0, 100]"),
+                         (["--samples", "5000"], "asked for 5000 calibration samples")]:
+        assert main([*args, *extra]) == 1, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and error in err and "Traceback" not in err, (extra, err)
+    assert not (tmp_path / "q").exists()
+
+
+def test_calibrate_summary(fp32_bundle, tmp_path, capsys):
+    """Without --json, calibrate says what it wrote where and the key numbers (no JSON)."""
+    from tgir.export.summary import calibrate_what, written_lines
+
+    quantization = {"flavour": "cpu", "method": "percentile", "percentile": 99.99, "samples": 512,
+                    "dataset": "css2d", "split": "train", "tensors": 40}
+    report = {"ok": True, "graphs": {"composer": {"nodes": 9, "nodes_with_subgraphs": 20, "if_nodes": 3,
+                                                  "params": 2_500_000, "bytes": 3 << 20}}, "problems": []}
+    lines = written_lines("q8", calibrate_what(quantization), ["composer.onnx", "manifest.json"], report)
+    assert lines == ["wrote q8/ (int8, cpu flavour, percentile 99.99, 512 samples from css2d train, "
+                     "40 quantized tensors): composer.onnx, manifest.json", "check passed:",
+                     "  composer: 9 nodes (20 with If bodies, 3 If), 2.50M params, 3.0 MiB"]

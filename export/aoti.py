@@ -234,6 +234,7 @@ class AotiRunner(TorchDeviceRunner):
     """
 
     backend = "aoti"
+    index_backend = "aoti"  # compiled from the FP32 model: embeds in FP32 space even on an INT8 bundle
 
     def __init__(self, folder: str | Path, device: str = "cpu", manifest: Manifest | None = None) -> None:
         super().__init__(folder, manifest)

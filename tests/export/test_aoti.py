@@ -256,6 +256,8 @@ def test_aoti_runner_matches_onnx_runtime_on_whole_queries(tiny_aoti_bundle, tin
     ort_runner = OrtRunner(tiny_aoti_bundle, OrtOptions(provider="cpu"))
     with aoti.AotiRunner(tiny_aoti_bundle) as runner:
         assert runner.backend == "aoti" and runner.device == "cpu"
+        # an index it builds carries the fingerprint libtgir (same compiled graphs) computes
+        assert runner.index_backend == "aoti"
         for batch in (1, 6):
             want = ort_runner.encode_queries(refs[:batch], texts[:batch])
             got = runner.encode_queries(refs[:batch], texts[:batch])

@@ -129,7 +129,7 @@ def test_bad_inputs(tiny, tmp_path):
     with pytest.raises(TgirUserError, match="unknown model 'clip'; valid choices: 'amc', 'itma', 'tirg'"):
         onnx_from_checkpoint(tmp_path / "clip.pt", tmp_path / "c")
     (tmp_path / "bad.pt").write_bytes(b"junk")
-    with pytest.raises(TgirUserError, match="not a readable checkpoint"):
+    with pytest.raises(TgirUserError, match="not a tgir checkpoint"):
         onnx_from_checkpoint(tmp_path / "bad.pt", tmp_path / "o")
 
 

@@ -22,7 +22,9 @@ COMMANDS = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             epilog="A user mistake prints one line and exits with code 1. Add --debug anywhere on the command "
+                    "line, or set TGIR_DEBUG=1, to see the traceback.")
 @click.version_option(package_name="tgir")
 def cli() -> None:
     """tgir: text-guided image retrieval toolkit."""

@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import types
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from tgir.errors import TgirUserError, unknown_choice
 
@@ -242,20 +245,147 @@ def _build(cls: type, data: Any, where: str):
 def replace_path(obj: Any, path: str, value: Any) -> Any:
     """Return a copy of a (nested) frozen dataclass with the dotted field ``path`` set to ``value``.
 
-    Example: ``replace_path(run, "model.router.tau", 0.3)``. Unknown names list the valid ones.
+    ``value`` is checked against the field's declared type; text (from ``--set PATH=VALUE``) is
+    parsed as that type: ``true``/``false``/``1``/``0`` for booleans, ``6,8`` or ``[6, 8]`` for
+    tuples, JSON for dicts. Example: ``replace_path(run, "model.router.tau", "0.3")``.
+
+    Raises:
+        TgirUserError: An unknown name (listing the valid ones), a section given a value (listing
+            its fields), or a value of the wrong type (naming the path, the value and the type).
     """
-    head, _, rest = path.partition(".")
-    names = [f.name for f in dataclasses.fields(obj)]
-    if head not in names:
-        raise unknown_choice(f"field of {type(obj).__name__}", head, names)
+    return _replace(obj, path.split("."), value, path)
+
+
+def _replace(obj: Any, names: list[str], value: Any, path: str) -> Any:
+    head, rest = names[0], names[1:]
+    fields = [f.name for f in dataclasses.fields(obj)]
+    if head not in fields:
+        raise unknown_choice(f"field of {type(obj).__name__}", head, fields)
+    hint = get_type_hints(type(obj))[head]
     if rest:
         inner = getattr(obj, head)
         if not dataclasses.is_dataclass(inner):
             raise TgirUserError(f"{type(obj).__name__}.{head} has no sub-fields (got {path!r})")
-        value = replace_path(inner, rest, value)
-    elif isinstance(value, list):
-        value = tuple(value)
+        value = _replace(inner, rest, value, path)
+    elif dataclasses.is_dataclass(hint):
+        if not isinstance(value, hint):  # a whole section from library code is fine; a scalar is not
+            listed = ", ".join(f.name for f in dataclasses.fields(hint))
+            raise TgirUserError(f"{path} is a section; set one of its fields: {listed}")
+    else:
+        value = coerce(value, hint, path)
     return dataclasses.replace(obj, **{head: value})
+
+
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+_TYPE_NAMES = {bool: "a boolean (true/false/1/0)", int: "an integer", float: "a finite number", str: "text",
+               dict: "a JSON object"}
+_ITEM_NAMES = {int: "integers", float: "numbers", str: "names"}
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is tuple:
+        item = get_args(hint)[0]
+        return f"a list of {_ITEM_NAMES.get(item, item)} (e.g. {'6,8' if item is int else 'nin,gtn'})"
+    if _optional_of(hint) is not None:
+        return f"{_type_name(_optional_of(hint))} or none"
+    return _TYPE_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _optional_of(hint: Any) -> Any:
+    """``X`` for ``X | None`` / ``Optional[X]``, else None."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(get_args(hint)) == 2:
+            return args[0]
+    return None
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` as the declared type ``hint`` of a config field; text is parsed as that type.
+
+    Args:
+        value: A Python value, or text as typed after ``--set PATH=``.
+        hint: The field's resolved type annotation.
+        where: The field's dotted path, for the message.
+
+    Raises:
+        TgirUserError: The value is not of (and, as text, does not parse as) the type.
+    """
+    try:
+        return _coerce(value, hint)
+    except (TypeError, ValueError):  # both mean "not that type"; say which field and what it wants
+        raise TgirUserError(f"{where}: expected {_type_name(hint)}, got {value!r}") from None
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    inner = _optional_of(hint)
+    if inner is not None:
+        none = value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))
+        return None if none else _coerce(value, inner)
+    if get_origin(hint) is tuple:
+        return _coerce_tuple(value, hint)
+    if isinstance(value, str) and hint is not str:
+        return _parse_text(value.strip(), hint)
+    if hint is bool:
+        if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+            return bool(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        # bool is an int to Python, but True as a learning rate is a mistake, not 1.0
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        if isinstance(value, str):
+            # --set train.data="my data" arrives with the JSON quotes of the old parser
+            quoted = len(value) >= 2 and value[0] == value[-1] == '"'
+            return json.loads(value) if quoted else value
+    elif hint is dict:
+        if isinstance(value, dict):
+            return value
+    else:
+        raise TypeError(f"no rule for {hint}")
+    raise TypeError(f"{value!r} is not {hint}")
+
+
+def _parse_text(text: str, hint: Any) -> Any:
+    """Text typed on the command line, read as ``hint`` (bool, int, float or dict)."""
+    if hint is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ValueError(text)
+    if hint is int:
+        return int(text)  # "1.5" and "abc" raise ValueError, as they should
+    if hint is float:
+        number = float(text)
+        if not math.isfinite(number):
+            raise ValueError(text)
+        return number
+    if hint is dict:
+        parsed = json.loads(text)  # JSONDecodeError is a ValueError
+        if isinstance(parsed, dict):
+            return parsed
+    raise TypeError(f"{text!r} is not {hint}")
+
+
+def _coerce_tuple(value: Any, hint: Any) -> tuple:
+    """A ``tuple[X, ...]`` field from a list, a tuple or text: ``6``, ``6,8`` or ``[6, 8]``."""
+    item = get_args(hint)[0]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            if not text.endswith("]"):
+                raise ValueError(text)
+            text = text[1:-1]
+        value = [part.strip().strip("'\"") for part in text.split(",")] if text.strip() else []
+        if any(part == "" for part in value):  # "6,,8" or a trailing comma: probably a typo
+            raise ValueError(text)
+    if not isinstance(value, list | tuple):
+        raise TypeError(f"{value!r} is not a list")
+    return tuple(_coerce(v, item) for v in value)
 
 
 def config_from_json(text: str, where: str = "config") -> ModelConfig:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,7 +51,9 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     Returns:
         The card as a dict.
     """
+    _check_name(name)
     model, ckpt = model_from_checkpoint(checkpoint)
+    out = _writable_folder(out_dir, name)  # before the slow measurement
     if tau is not None:
         if model.config.family != "amc":
             raise TgirUserError(f"--tau applies to AMC only; this checkpoint is {model.config.family!r}")
@@ -60,14 +64,12 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
                 if t.is_floating_point():
                     t.copy_(t.half().float())
     run = dataclasses.replace(ckpt.run, model=model.config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    t = run.train
+    started = time.perf_counter()
+    test = load_split(t.dataset, data or t.data, split, **t.options)  # a bad --data fails before any file is written
     target = out / f"{name}.pt"
     save_checkpoint(target, run, ckpt.vocab, model.half() if half else model, state=dict(ckpt.state))
     model.float()
-    t = run.train
-    started = time.perf_counter()
-    test = load_split(t.dataset, data or t.data, split, **t.options)
     result = evaluate_models([(model, ckpt.vocab)], test, device=device)
     unrecorded = f"{machine()} (read when shipping; the run did not record one)"
     card = {
@@ -90,6 +92,29 @@ def ship(checkpoint: str | Path, name: str, out_dir: str | Path, data: str | Non
     (out / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / f"{name}.md").write_text(markdown_card(card))
     return card
+
+
+NAME_CHARACTERS = "letters, digits, '.', '_' and '-', not starting with '.'"
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _check_name(name: str) -> str:
+    """A base name for the shipped files: no path separators, no hidden files, nothing empty."""
+    if not _NAME.fullmatch(name):
+        raise TgirUserError(f"--name {name!r}: a file base name is expected; allowed: {NAME_CHARACTERS}")
+    return name
+
+
+def _writable_folder(out_dir: str | Path, name: str) -> Path:
+    """``out_dir``, created if missing, after checking a file can be written there."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=f".{name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise TgirUserError(f"{out}: cannot write the shipped model there ({err.strerror or err})") from None
+    return out
 
 
 def _run_command(checkpoint: str | Path) -> str | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from tgir.training.config import RunConfig
 from tgir.vocab import Vocabulary
 
 FORMAT = "tgir-checkpoint"
+NOT_OURS = "not a tgir checkpoint (expected a file written by tgir train or tgir ship)"
 VERSION = 1
 
 
@@ -64,10 +67,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TgirUserError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise TgirUserError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
     except Exception as err:  # torch.load raises a zoo of types on junk (struct.error, UnpicklingError, ...)
-        raise TgirUserError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+        raise TgirUserError(f"{path}: {NOT_OURS}: {_unreadable_reason(path, err)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TgirUserError(f"{path}: not a tgir checkpoint (no \"format\": \"{FORMAT}\")")
+        raise TgirUserError(f"{path}: {NOT_OURS}: no \"format\": \"{FORMAT}\" entry")
     if data.get("version") != VERSION:
         raise TgirUserError(f"{path}: checkpoint version {data.get('version')!r}; this tgir reads {VERSION}")
     try:
@@ -79,6 +84,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TgirUserError(f"{path}: config does not match this tgir: {err}") from None
     vocab = Vocabulary(vocab_data["words"], vocab_data.get("max_length", 64))
     return Checkpoint(run, vocab, data["model"], data.get("ema"), data.get("optimizer"), data.get("state", {}))
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """A short reason why ``torch.load`` refused a file. torch's own message can be empty (an empty
+    file) or advise ``weights_only=False``, which would execute code from the file: never pass it on."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if zipfile.is_zipfile(path):
+        if isinstance(err, pickle.UnpicklingError):
+            return "a PyTorch file holding Python objects other than tensors and plain data, which tgir never loads"
+        return "a zip archive that is not a PyTorch file, or a damaged one"
+    return "not a PyTorch file (another format, or truncated)"
 
 
 def build_for_loading(config: ModelConfig) -> RetrievalModel:

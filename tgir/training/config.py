@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,11 +69,12 @@ class TrainConfig:
     init: str = ""
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.epochs < 1 or self.batch_size < 2:
             raise TgirUserError("train: need epochs >= 1 and batch_size >= 2 (the loss contrasts a batch)")
         if not 0 <= self.val_fraction < 0.5:
             raise TgirUserError(f"train: val_fraction must be in [0, 0.5), got {self.val_fraction}")
-        if self.backbone_lr_scale <= 0:
+        if not 0 < self.backbone_lr_scale < math.inf:
             raise TgirUserError(f"train: backbone_lr_scale must be > 0, got {self.backbone_lr_scale} "
                                 "(freeze the trunk with model.backbone.trainable=false instead)")
         if not 0 <= self.ema_decay < 1:
@@ -81,6 +83,26 @@ class TrainConfig:
             raise TgirUserError(f"train: group_size {self.group_size} must divide batch_size {self.batch_size}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise TgirUserError(f"train: unknown device {self.device!r}; valid choices: auto, cpu, cuda")
+
+
+# field -> (lowest allowed value, whether that value itself is allowed)
+_LOWER_BOUNDS = {
+    "lr": (0.0, False), "weight_decay": (0.0, True), "lr_gamma": (0.0, False), "workers": (0, True),
+    "min_count": (1, True), "max_steps": (0, True), "eval_every": (0, True), "group_size": (0, True),
+}
+
+
+def _check_numbers(t: TrainConfig) -> None:
+    """Refuse numbers the optimizer, the DataLoader or the schedule would reject later, mid-run,
+    with their own (less clear) messages."""
+    for name, (low, inclusive) in _LOWER_BOUNDS.items():
+        value = getattr(t, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TgirUserError(f"train: {name} must be a finite number, got {value}")
+        if value < low or (value == low and not inclusive):
+            raise TgirUserError(f"train: {name} must be {'>=' if inclusive else '>'} {low}, got {value}")
+    if any(e < 1 for e in t.lr_step_epochs):
+        raise TgirUserError(f"train: lr_step_epochs must be epochs >= 1, got {list(t.lr_step_epochs)}")
 
 
 @dataclass(frozen=True)

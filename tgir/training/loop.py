@@ -54,6 +54,22 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def require_resumable(out_dir: str | Path) -> None:
+    """Refuse to resume a run folder that has no ``last.pt`` (instead of silently starting afresh)."""
+    last = Path(out_dir) / LAST
+    if not last.is_file():
+        raise TgirUserError(f"--resume: {last} not found; drop --resume to start a new run")
+
+
+def with_absolute_paths(run: RunConfig) -> RunConfig:
+    """``run`` with its dataset root, initial checkpoint and feature cache as absolute paths, so that
+    ``run.json`` and checkpoints still point at them from another working directory (``tgir eval``)."""
+    t = run.train
+    paths = {name: str(Path(getattr(t, name)).resolve()) for name in ("data", "init", "feature_cache")
+             if getattr(t, name)}  # "" means "none" for init and feature_cache: keep it
+    return dataclasses.replace(run, train=dataclasses.replace(t, **paths))
+
+
 class EMA:
     """Exponential moving average of a model's parameters and buffers (evaluated, never trained)."""
 
@@ -97,11 +113,13 @@ class Trainer:
     ``metrics.json``)."""
 
     def __init__(self, run: RunConfig, out_dir: str | Path, reporter: Reporter | None = None) -> None:
-        self.run, self.out = run, Path(out_dir)
+        self.run, self.out = with_absolute_paths(run), Path(out_dir)
         self.report = reporter or (lambda p: None)
         self.device = resolve_device(run.train.device)
 
     def _setup(self, resume: bool) -> dict:
+        if resume:
+            require_resumable(self.out)
         t = self.run.train
         torch.manual_seed(t.seed)
         self.split = load_split(t.dataset, t.data, "train", **t.options)
@@ -110,7 +128,7 @@ class Trainer:
             raise TgirUserError(f"only {len(train_q)} training queries for batch size {t.batch_size}")
         self.train_queries, self.val = train_q, _validation_split(self.split, val_q) if val_q else None
         state = {"epoch": 0, "step": 0, "best": -1.0, "history": []}
-        ckpt = load_checkpoint(self.out / LAST) if resume and (self.out / LAST).is_file() else None
+        ckpt = load_checkpoint(self.out / LAST) if resume else None
         init = load_checkpoint(t.init) if ckpt is None and t.init else None
         if ckpt is not None:
             # The model (and its vocabulary) come from the checkpoint; the schedule from this run, so a

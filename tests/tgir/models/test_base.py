@@ -9,7 +9,7 @@ import torch
 
 from tgir.errors import TgirUserError
 from tgir.models.base import FAMILIES, build_model
-from tgir.models.config import ModelConfig, replace_path
+from tgir.models.config import ModelConfig, RouterConfig, replace_path
 from tgir.models.presets import preset
 
 
@@ -60,3 +60,54 @@ def test_digest_tracks_every_field():
     cfg = preset("amc")
     assert cfg.digest() == preset("amc").digest()
     assert cfg.digest() != cfg.replace(router=dataclasses.replace(cfg.router, tau=0.1)).digest()
+
+
+@pytest.mark.parametrize(("path", "text", "expected"), [
+    ("router.position", "False", False), ("router.position", "true", True), ("router.position", "0", False),
+    ("router.position", "TRUE", True), ("router.tau", "0.3", 0.3), ("router.tau", "0", 0.0),
+    ("router.layers", "3", 3), ("router.experts", "nin,gtn", ("nin", "gtn")),
+    ("router.experts", '["nin", "crn"]', ("nin", "crn")), ("backbone.levels", "16", (16,)),
+    ("backbone.levels", "[16, 32]", (16, 32)), ("backbone.weights", "none", "none"),
+])
+def test_set_text_is_parsed_as_the_field_type(path, text, expected):
+    cfg = replace_path(preset("amc"), path, text)
+    value = cfg
+    for name in path.split("."):
+        value = getattr(value, name)
+    assert value == expected and type(value) is type(expected)
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("backbone.trainable", "maybe", "backbone.trainable: expected a boolean (true/false/1/0), got 'maybe'"),
+    ("router.tau", "abc", "router.tau: expected a finite number, got 'abc'"),
+    ("router.tau", "nan", "router.tau: expected a finite number, got 'nan'"),
+    ("router.layers", "1.5", "router.layers: expected an integer, got '1.5'"),
+    ("router.layers", 2.0, "router.layers: expected an integer, got 2.0"),
+    ("router.conditional", 2, "router.conditional: expected a boolean"),
+    ("router.tau", True, "router.tau: expected a finite number, got True"),
+    ("text.pooling", 3, "text.pooling: expected text, got 3"),
+    ("backbone.levels", "16,,32", "backbone.levels: expected a list of integers (e.g. 6,8), got '16,,32'"),
+    ("router", "3", "router is a section; set one of its fields: experts, layers, hidden"),
+    ("router", RouterConfig, "router is a section"),
+])
+def test_set_refuses_values_of_the_wrong_type(path, value, message):
+    with pytest.raises(TgirUserError) as err:
+        replace_path(preset("amc"), path, value)
+    assert message in str(err.value)
+
+
+def test_set_names_the_full_path_of_nested_fields():
+    from tgir.training.config import RunConfig, TrainConfig
+
+    run = RunConfig(preset("amc"), TrainConfig())
+    assert replace_path(run, "train.lr_step_epochs", "5").train.lr_step_epochs == (5,)
+    assert replace_path(run, "train.options", '{"category": "dress"}').train.options == {"category": "dress"}
+    assert replace_path(run, "train.data", '"my data"').train.data == "my data"  # JSON quotes, as before
+    with pytest.raises(TgirUserError, match=r"train\.epochs: expected an integer, got 'abc'"):
+        replace_path(run, "train.epochs", "abc")
+    with pytest.raises(TgirUserError, match=r"train\.batch_size: expected an integer, got '8\.5'"):
+        replace_path(run, "train.batch_size", "8.5")
+    with pytest.raises(TgirUserError, match=r"model\.router is a section; set one of its fields: experts"):
+        replace_path(run, "model.router", "3")
+    whole = RouterConfig(layers=1)  # library code may still swap a whole section
+    assert replace_path(run, "model.router", whole).model.router == whole

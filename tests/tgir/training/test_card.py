@@ -55,3 +55,35 @@ def test_card_of_a_fine_tune_names_its_start(tiny, tiny_css2d, tmp_path, capsys)
     assert source["steps"] == 2 and source["wall_seconds"] > 0
     md = (tmp_path / "trained" / "ft.md").read_text()
     assert f"- fine-tuned from: `{start}`, itself trained 1 epochs, 2 steps" in md
+
+
+def test_ship_refuses_bad_names_and_unwritable_folders(tiny, tiny_css2d, tmp_path, capsys, monkeypatch):
+    from tgir.models.base import build_model
+    from tgir.training import card
+    from tgir.training.checkpoint import save_checkpoint
+    from tgir.vocab import Vocabulary
+
+    cfg = tiny("amc")
+    run = RunConfig(cfg, TrainConfig(dataset="css2d", data=str(tiny_css2d)))
+    save_checkpoint(tmp_path / "m.pt", run, Vocabulary([f"w{i}" for i in range(16)]), build_model(cfg))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the output is checked before measuring")
+
+    monkeypatch.setattr(card, "evaluate_models", no_measuring)
+    (tmp_path / "file").write_text("")
+    for name in ("a/b", "", ".hidden", "a b", "../up"):
+        code = main(["ship", "--checkpoint", str(tmp_path / "m.pt"), "--name", name, "--out", str(tmp_path / "t")])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, name
+        assert f"--name {name!r}: a file base name is expected; allowed: letters, digits" in err
+    code = main(["ship", "--checkpoint", str(tmp_path / "m.pt"), "--name", "ok", "--out",
+                 str(tmp_path / "file" / "trained")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == f"tgir: error: {tmp_path / 'file' / 'trained'}: cannot write the shipped model there " \
+                          "(Not a directory)"
+    code = main(["ship", "--checkpoint", str(tmp_path / "m.pt"), "--name", "ok", "--out", str(tmp_path / "t"),
+                 "--data", str(tmp_path / "nowhere")])
+    assert code == 1 and "nowhere" in capsys.readouterr().err
+    assert list((tmp_path / "t").iterdir()) == []  # no weights without their card

@@ -108,8 +108,9 @@ def test_checkpoint_errors(tiny, tiny_css2d, tmp_path):
     with pytest.raises(TgirUserError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TgirUserError, match="not a readable checkpoint"):
+    with pytest.raises(TgirUserError, match=r"junk\.pt: not a tgir checkpoint") as err:
         load_checkpoint(tmp_path / "junk.pt")
+    assert "weights_only" not in str(err.value)  # torch's advice would run code from the file
     Trainer(_run(tiny, tiny_css2d), tmp_path).fit()
     data = torch.load(tmp_path / LAST, weights_only=True)
     run = json.loads(data["run"])
@@ -219,3 +220,67 @@ def test_label_aware_loss_ignores_duplicate_targets():
     row2 = -5 + math.log(math.exp(5) + 2)
     assert plain.item() == pytest.approx((-5 + math.log(2 * math.exp(5) + 1) + math.log(3) + row2) / 3, rel=1e-5)
     assert aware.item() == pytest.approx((-5 + math.log(math.exp(5) + 1) + math.log(2) + row2) / 3, rel=1e-5)
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"", "the file is empty"),
+    (b"hello world\n", "not a PyTorch file"),
+    (b"\x00" * 10, "not a PyTorch file"),
+])
+def test_unreadable_checkpoint_is_one_clear_line(tmp_path, content, reason):
+    path = tmp_path / "x.pt"
+    path.write_bytes(content)
+    with pytest.raises(TgirUserError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message == (f"{path}: not a tgir checkpoint (expected a file written by tgir train or tgir ship): "
+                       f"{message.rsplit(': ', 1)[-1]}")
+    assert reason in message and "weights_only" not in message and "\n" not in message
+
+
+def test_checkpoint_with_python_objects_is_refused_without_unsafe_advice(tmp_path):
+    import datetime
+
+    torch.save({"when": datetime.datetime(2024, 1, 1)}, tmp_path / "objects.pt")
+    with pytest.raises(TgirUserError, match="Python objects other than tensors") as err:
+        load_checkpoint(tmp_path / "objects.pt")
+    assert "weights_only" not in str(err.value) and "arbitrary code" not in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"lr": -1.0}, "lr must be > 0.0, got -1.0"),
+    ({"lr": 0.0}, "lr must be > 0.0"),
+    ({"lr": math.inf}, "lr must be a finite number"),
+    ({"lr": math.nan}, "lr must be a finite number"),
+    ({"weight_decay": -1e-6}, "weight_decay must be >= 0.0"),
+    ({"lr_gamma": 0.0}, "lr_gamma must be > 0.0"),
+    ({"lr_step_epochs": (0, 5)}, "lr_step_epochs must be epochs >= 1"),
+    ({"workers": -1}, "workers must be >= 0"),
+    ({"min_count": 0}, "min_count must be >= 1"),
+    ({"max_steps": -1}, "max_steps must be >= 0"),
+    ({"eval_every": -1}, "eval_every must be >= 0"),
+    ({"group_size": -2}, "group_size must be >= 0"),
+    ({"backbone_lr_scale": math.nan}, "backbone_lr_scale must be > 0"),
+    ({"backbone_lr_scale": math.inf}, "backbone_lr_scale must be > 0"),
+    ({"val_fraction": math.nan}, "val_fraction must be in"),
+])
+def test_train_config_refuses_numbers_that_would_fail_mid_run(change, message):
+    with pytest.raises(TgirUserError, match=f"^train: {message}"):
+        TrainConfig(**change)
+
+
+def test_resume_without_last_checkpoint_is_an_error(tiny, tiny_css2d, tmp_path):
+    with pytest.raises(TgirUserError, match=r"--resume: .*last\.pt not found; drop --resume to start a new run"):
+        Trainer(_run(tiny, tiny_css2d), tmp_path).fit(resume=True)
+    assert not (tmp_path / "run.json").exists()
+
+
+def test_run_paths_are_stored_absolute(tiny, tiny_css2d, tmp_path, monkeypatch):
+    from tgir.training.loop import with_absolute_paths
+
+    monkeypatch.chdir(tiny_css2d.parent)
+    run = replace_path(_run(tiny, tiny_css2d.name), "train.init", "runs/a/best.pt")
+    absolute = with_absolute_paths(run).train
+    assert absolute.data == str(tiny_css2d) and absolute.init == str(tiny_css2d.parent / "runs/a/best.pt")
+    assert absolute.feature_cache == ""  # "" means no cache, not the working directory
+    assert Trainer(run, tmp_path).run.train.data == str(tiny_css2d)

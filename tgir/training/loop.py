@@ -203,9 +203,10 @@ class Trainer:
             lambda x: x.to(self.device))
         losses = self.model.loss(move(ref), ids.to(self.device), lengths.to(self.device), move(target),
                                  labels.to(self.device) if self.run.train.group_size > 1 else None)
-        if not math.isfinite(losses["loss"].item()):
+        loss_value = losses["loss"].item()
+        if not math.isfinite(loss_value):
             kept = self.out / LAST if (self.out / LAST).is_file() else None
-            raise TrainingDiverged(f"loss became {float(losses['loss'])} at step {state['step'] + 1}; "
+            raise TrainingDiverged(f"loss became {loss_value} at step {state['step'] + 1}; "
                                    f"stopped. Last good checkpoint: {kept or 'none yet'}. Lower --lr?")
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()

@@ -75,8 +75,13 @@ def search_scaling(sizes: Sequence[int], dim: int, batches: Sequence[int], iters
                 progress({"event": "search_scaling_skipped", "sizes": list(sizes[n:]), "reason": why})
             break
         start = time.monotonic()
-        rows.extend(_one_size(unit_rows(rng, size, dim), queries, batches, iters, warmup, k, faiss, progress, threads,
-                              deadline))
+        gallery = unit_rows(rng, size, dim)  # [size, dim]; 1M rows take seconds: look at the clock again
+        why = _no_time_for(size, deadline, None)
+        if why:
+            if progress:
+                progress({"event": "search_scaling_skipped", "sizes": list(sizes[n:]), "reason": why})
+            break
+        rows.extend(_one_size(gallery, queries, batches, iters, warmup, k, faiss, progress, threads, deadline))
         spent = (size, time.monotonic() - start)
     return rows
 

@@ -10,7 +10,9 @@
  *  - Handles are opaque. Each `*_free` accepts NULL and then does nothing.
  *  - Every fallible call returns a tgir_status; on failure tgir_last_error() describes what went wrong
  *    (thread-local; the pointer stays valid until the next tgir call on the same thread). Output
- *    arguments are written only on success.
+ *    arguments (handles, sizes, info) are written only on success. The exceptions are the bulk `out`
+ *    buffers of tgir_encode_images / tgir_encode_queries, filled one max_batch chunk at a time: on
+ *    failure their contents are unspecified.
  *  - Pointers passed in are borrowed for the duration of the call unless documented otherwise; the
  *    library keeps no reference to caller memory after a call returns.
  *  - Pointers returned by the library (strings, ids) are owned by the library; their lifetime is stated
@@ -94,10 +96,14 @@ typedef enum tgir_backend {
 } tgir_backend;
 
 typedef struct tgir_runtime_options {
-    tgir_backend backend;
-    int device;             /* -1: CPU (AOTI only); >= 0: that CUDA device. Default -1 */
+    tgir_backend backend;   /* a value outside tgir_backend: TGIR_ERR_INVALID_ARGUMENT */
+    int device;             /* -1: CPU (AOTI only); >= 0: that CUDA device. Default -1. With AOTI, a
+                               device that does not exist (or any device when libtgir's torch has no
+                               CUDA): TGIR_ERR_INVALID_ARGUMENT */
     int num_threads;        /* CPU threads for AOTI on CPU; 0: the library's default. Default 0 */
-    int verify_checksums;   /* 1: check every bundle file against the manifest's SHA-256. Default 1 */
+    int verify_checksums;   /* 1: check every bundle file against the manifest's SHA-256. Default 1.
+                               AOTI packages are code and are checked even with 0 (a package of
+                               another graph would abort the process when run) */
     int cuda_graphs;        /* 1: capture a CUDA graph per static input shape (TensorRT). Default 0 */
     size_t max_batch;       /* 0: the manifest's maximum batch. Default 0 */
 } tgir_runtime_options;
@@ -106,8 +112,14 @@ typedef struct tgir_runtime_options {
 TGIR_API tgir_runtime_options tgir_runtime_default_options(void);
 
 /* Open a bundle directory.
- *  bundle_dir: borrowed. options: borrowed, may be NULL (defaults).
- *  *out receives a new handle, owned by the caller (tgir_runtime_free). */
+ *  bundle_dir: borrowed, not empty (TGIR_ERR_INVALID_ARGUMENT). options: borrowed, may be NULL (defaults).
+ *  *out receives a new handle, owned by the caller (tgir_runtime_free).
+ *  A directory without manifest.json: TGIR_ERR_NOT_FOUND. A malformed manifest (a field of the wrong
+ *  type, a text graph of more than 4096 tokens, a compiled package that is not the one the manifest
+ *  lists): TGIR_ERR_BAD_BUNDLE. AOTI packages compiled for a CPU vector ISA this CPU
+ *  lacks (manifest aoti.cpu_isa: every feature of "avx2", "avx512", "avx512_vnni", "amx_tile" is
+ *  checked on x86; an unknown one counts as missing; other architectures are not checked), for
+ *  another device kind or another torch release: TGIR_ERR_VERSION_MISMATCH. */
 TGIR_API tgir_status tgir_runtime_open(const char *bundle_dir, const tgir_runtime_options *options,
                                        tgir_runtime **out);
 
@@ -148,7 +160,9 @@ typedef struct tgir_image {
 #define TGIR_MAX_IMAGE_PIXELS ((size_t)1 << 28)
 
 /* Gallery embeddings of `count` images: out receives count * embed_dim floats (L2-normalised),
- * row-major. Batches larger than max_batch are split internally. */
+ * row-major. Batches larger than max_batch are split internally. Every image is checked before any
+ * work; a bad one gives TGIR_ERR_INVALID_ARGUMENT with a message starting "images[i]: ". On failure
+ * out's contents are unspecified (earlier chunks may have been written). */
 TGIR_API tgir_status tgir_encode_images(tgir_runtime *runtime, const tgir_image *images, size_t count,
                                         float *out);
 
@@ -158,13 +172,17 @@ TGIR_API tgir_status tgir_encode_images(tgir_runtime *runtime, const tgir_image 
 TGIR_API tgir_status tgir_encode_query(tgir_runtime *runtime, const tgir_image *image, const char *text,
                                        float *out);
 
-/* `count` queries at once (images[i] with texts[i]); out receives count * embed_dim floats. */
+/* `count` queries at once (images[i] with texts[i]); out receives count * embed_dim floats. Bad
+ * images and failures as for tgir_encode_images (messages "images[i]: ...", out unspecified). */
 TGIR_API tgir_status tgir_encode_queries(tgir_runtime *runtime, const tgir_image *images,
                                          const char *const *texts, size_t count, float *out);
 
-/* The token ids the runtime feeds the text graph for `text` (the bundle's vocabulary and rules,
- * identical to Python's tgir.vocab). Writes at most `capacity` ids to ids (may be NULL when capacity is
- * 0) and the full count to *length; a text with no token gives one id, <UNK> = 0. */
+/* The token ids of `text` under the bundle's vocabulary and rules, identical to Python's
+ * tgir.vocab.Vocabulary.encode: cut at the vocabulary's max_length, and a text with no token gives one
+ * id, <UNK> = 0. The runtime feeds the text graph the first tgir_runtime_info.max_text_tokens of them
+ * (the graph's fixed length may be shorter than the vocabulary's max_length), as Python's runners do.
+ * Writes min(capacity, count) ids to ids (ids may be NULL when capacity is 0, e.g. to ask for the
+ * count) and the full count to *length. */
 TGIR_API tgir_status tgir_tokenize(const tgir_runtime *runtime, const char *text, int64_t *ids,
                                    size_t capacity, size_t *length);
 
@@ -188,15 +206,23 @@ typedef struct tgir_hit {
 } tgir_hit;
 
 /* Open an index folder written by `tgir index` (embeddings.npy, ids.json, index.json).
+ *  index_dir: not empty (TGIR_ERR_INVALID_ARGUMENT); a folder that does not exist: TGIR_ERR_NOT_FOUND.
+ *  A folder lacking one of the files (an unfinished index), files malformed (a field of the wrong
+ *  type), inconsistent, or of an embedding size outside [1, TGIR_MAX_INDEX_DIM]: TGIR_ERR_BAD_INDEX.
  *  runtime: borrowed, may be NULL; when given, an index built by another bundle (fingerprint) or
  *  with another embedding size is refused with TGIR_ERR_BAD_INDEX. *out is owned by the caller. */
 TGIR_API tgir_status tgir_index_open(const char *index_dir, const tgir_runtime *runtime, tgir_index **out);
 
-/* An empty in-memory index of `dim`-sized embeddings, for galleries embedded by the app itself. */
+/* The largest embedding size an index holds. */
+#define TGIR_MAX_INDEX_DIM ((size_t)65536)
+
+/* An empty in-memory index of `dim`-sized embeddings, for galleries embedded by the app itself. dim
+ * must be between 1 and TGIR_MAX_INDEX_DIM (else TGIR_ERR_INVALID_ARGUMENT). */
 TGIR_API tgir_status tgir_index_create(size_t dim, tgir_index **out);
 
 /* Append `count` embeddings (count * dim floats, copied) with their ids (copied; ids may be NULL, and
- * then the row numbers are used as ids). */
+ * then the row numbers are used as ids). A count whose rows cannot be addressed in memory, or a NULL
+ * id: TGIR_ERR_INVALID_ARGUMENT, and the index is unchanged. */
 TGIR_API tgir_status tgir_index_add(tgir_index *index, const float *embeddings, size_t count,
                                     const char *const *ids);
 

@@ -4,8 +4,12 @@
 // (torch/csrc/inductor/aoti_torch/c/shim.h) that libtorch_cpu implements.
 #include <dlfcn.h>
 #include <elf.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <chrono>
+#include <sstream>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -82,8 +86,35 @@ void check_elf(const std::string& file) {
   }
 }
 
-std::shared_ptr<Graph> load_graph(const std::string& file, const std::string& device, const GraphInfo& info) {
-  check_elf(file);
+/// Refuse a package whose input and output counts are not the contract's. (The container's tensor
+/// names are Inductor's placeholders, "arg256_1", the same in every graph, so they tell nothing.)
+void check_signature(Graph& g, const std::string& file, const GraphInfo& info) {
+  auto count = [&](const char* fn, size_t& n) {
+    if (symbol<CountFn>(g.library, fn, file)(g.container, &n) != AOTI_RUNTIME_SUCCESS)
+      fail(TGIR_ERR_BAD_BUNDLE, file + ": " + fn + " failed");
+  };
+  count("AOTInductorModelContainerGetNumInputs", g.num_inputs);
+  count("AOTInductorModelContainerGetNumOutputs", g.num_outputs);
+  if (g.num_inputs != info.inputs.size() || g.num_outputs != info.outputs.size())
+    fail(TGIR_ERR_BAD_BUNDLE, file + ": takes " + std::to_string(g.num_inputs) + " inputs and gives " +
+                                  std::to_string(g.num_outputs) + " outputs; the manifest's contract says " +
+                                  std::to_string(info.inputs.size()) + " and " + std::to_string(info.outputs.size()));
+}
+
+/// A package is code: one compiled for another graph (text_encoder.so copied over composer.so) has
+/// the same input count and names, and fed the wrong tensors it throws inside an OpenMP worker, where
+/// no exception can be caught and the process terminates. Only its checksum tells it apart, so the
+/// packages are hashed even when the caller turned verify_checksums off for the other files.
+void check_package_digest(const std::string& file, const std::string& want) {
+  if (sha256_file(file) != want)
+    fail(TGIR_ERR_BAD_BUNDLE, file + ": checksum differs from manifest.json (another graph's package, or changed); "
+                                  "compiled packages are always verified. Re-run `tgir-export aoti --force`");
+}
+
+std::shared_ptr<Graph> load_graph(const std::string& file, const std::string& sha256, bool verified,
+                                  const std::string& device, const GraphInfo& info) {
+  check_elf(file);  // first: names a truncated file as such
+  if (!verified) check_package_digest(file, sha256);
   auto g = std::make_shared<Graph>();
   g->library = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!g->library) {
@@ -97,12 +128,7 @@ std::shared_ptr<Graph> load_graph(const std::string& file, const std::string& de
   g->last_error = reinterpret_cast<LastErrorFn>(dlsym(g->library, "AOTInductorGetLastError"));
   if (create(&g->container, kModelsPerContainer, device.c_str(), nullptr) != AOTI_RUNTIME_SUCCESS)
     fail(TGIR_ERR_BACKEND, file + ": AOTInductor could not create the model on " + device);
-  symbol<CountFn>(g->library, "AOTInductorModelContainerGetNumInputs", file)(g->container, &g->num_inputs);
-  symbol<CountFn>(g->library, "AOTInductorModelContainerGetNumOutputs", file)(g->container, &g->num_outputs);
-  if (g->num_inputs != info.inputs.size() || g->num_outputs != info.outputs.size())
-    fail(TGIR_ERR_BAD_BUNDLE, file + ": takes " + std::to_string(g->num_inputs) + " inputs and gives " +
-                                  std::to_string(g->num_outputs) + " outputs; the manifest's contract says " +
-                                  std::to_string(info.inputs.size()) + " and " + std::to_string(info.outputs.size()));
+  check_signature(*g, file, info);
   return g;
 }
 
@@ -217,30 +243,102 @@ const nlohmann::json& aoti_section(const Bundle& bundle) {
   return m["aoti"];
 }
 
+/// An optional string in the manifest's aoti section; a value of another type is a malformed bundle,
+/// reported by name (nlohmann's own type_error would surface as an internal error).
+std::string text_field(const Bundle& bundle, const nlohmann::json& section, const char* key, const char* fallback) {
+  if (!section.contains(key)) return fallback;
+  const auto& v = section.at(key);
+  if (!v.is_string())
+    fail(TGIR_ERR_BAD_BUNDLE, bundle.dir + "/manifest.json: aoti." + key + " must be a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+/// AMX tiles: the CPU must have them (CPUID.7.0:EDX[24]) and the OS must save their state (XCR0
+/// bits 17 and 18); Linux also requires a per-process permission that torch's kernels request.
+bool cpu_has_amx_tile() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24))) return false;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;  // OSXSAVE: xgetbv usable
+  unsigned lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & (3u << 17)) == (3u << 17);
+}
+
+/// Whether this CPU has one ISA token of torch's str(pick_vec_isa()) ("avx2", "avx512",
+/// "avx512_vnni", "amx_tile"), with the compiler flags Inductor adds for it; unknown tokens are
+/// treated as missing, since kernels compiled for them may not run here.
+bool cpu_has(const std::string& feature) {
+  __builtin_cpu_init();
+  if (feature == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (feature == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+  if (feature == "avx512_vnni") return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  if (feature == "amx_tile") return cpu_has_amx_tile();
+  return feature == "none";
+}
+#else
+bool cpu_has(const std::string&) { return true; }  // non-x86 ISAs (asimd, sve, vsx...) are not checked
+#endif
+
+/// Inductor compiles CPU kernels for the exporting machine's vector ISA; on a CPU without one of its
+/// features they would die of SIGILL, so refuse them here with a message instead.
+void check_cpu_isa(const Bundle& bundle, const std::string& isa) {
+  std::istringstream words(isa);
+  std::string missing;
+  for (std::string feature; words >> feature;)
+    if (!cpu_has(feature)) missing += (missing.empty() ? "" : " ") + feature;
+  if (!missing.empty())
+    fail(TGIR_ERR_VERSION_MISMATCH, bundle.dir + ": the AOTInductor packages were compiled for " + isa +
+                                        " CPUs and this CPU lacks " + missing +
+                                        "; run `tgir-export aoti --force` on this machine");
+}
+
+/// How many CUDA devices the CUDA runtime sees, or -1 when that cannot be told. Without a CUDA build
+/// of torch no graph can run on a GPU, so none exists for libtgir. With one, libcudart is among
+/// libtgir's own dependencies, which dlsym on libtgir's handle searches (RTLD_DEFAULT would miss them
+/// when the application loaded libtgir with RTLD_LOCAL, as Python's ctypes does).
+int visible_cuda_devices() {
+#ifndef TGIR_TORCH_HAS_CUDA
+  return 0;
+#else
+  Dl_info self{};
+  if (!dladdr(reinterpret_cast<void*>(&visible_cuda_devices), &self) || !self.dli_fname) return -1;
+  void* handle = dlopen(self.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return -1;
+  using CountDevices = int (*)(int*);
+  auto count_devices = reinterpret_cast<CountDevices>(dlsym(handle, "cudaGetDeviceCount"));
+  int n = 0;
+  if (!count_devices) n = -1;
+  else if (count_devices(&n) != 0) n = 0;  // no driver or no GPU
+  dlclose(handle);
+  return n;
+#endif
+}
+
+/// A CUDA device index that cannot exist is the caller's mistake, whatever the bundle was compiled for.
+void check_device_exists(int device) {
+  if (device < 0) return;
+  const int n = visible_cuda_devices();
+  if (n >= 0 && device >= n)
+    fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_runtime_open: CUDA device " + std::to_string(device) + " does not exist (" +
+                                        (n ? std::to_string(n) + " visible" : std::string("no CUDA device here")) + ")");
+}
+
 void check_compat(const Bundle& bundle, const nlohmann::json& section, int device) {
-  const std::string built_for = section.value("device", "cpu");
+  check_device_exists(device);
+  const std::string built_for = text_field(bundle, section, "device", "cpu");
   if ((device < 0) != (built_for == "cpu"))
     fail(TGIR_ERR_VERSION_MISMATCH, bundle.dir + ": the AOTInductor packages were compiled for " + built_for +
                                         ", not " + device_string(device) + "; run `tgir-export aoti --device " +
                                         (device < 0 ? "cpu" : "cuda") + "` or choose that device");
-  // Inductor compiles CPU kernels for the exporting machine's vector ISA (-march=native); on a CPU
-  // without it they would die of SIGILL, so refuse them here with a message instead.
-  const std::string isa = section.value("cpu_isa", "");
-  bool missing = false;
-#if defined(__x86_64__) || defined(__i386__)
-  if (isa == "avx512")
-    missing = !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"));
-  else if (isa == "avx2")
-    missing = !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
-#endif
-  if (device < 0 && missing)
-    fail(TGIR_ERR_VERSION_MISMATCH, bundle.dir + ": the AOTInductor packages were compiled for " + isa +
-                                        " CPUs and this CPU lacks it; run `tgir-export aoti --force` on this machine");
+  const std::string isa = text_field(bundle, section, "cpu_isa", "");
+  if (device < 0) check_cpu_isa(bundle, isa);
+  [[maybe_unused]] const std::string torch = text_field(bundle, section, "torch", "");
 #ifdef TGIR_TORCH_VERSION
   // Compiled graphs call into libtorch through its C shim; only the release they were compiled with
   // is guaranteed to provide every function they use with the same meaning.
-  const std::string torch = section.value("torch", "");
   const std::string mine = TGIR_TORCH_VERSION;
   auto release = [](const std::string& v) { return v.substr(0, v.find_first_of("+")); };
   if (release(torch) != release(mine))
@@ -258,13 +356,15 @@ std::unique_ptr<Backend> make_aoti_backend(const Bundle& bundle, const tgir_runt
   check_compat(bundle, section, options.device);
   std::map<std::string, std::shared_ptr<Graph>> graphs;
   for (const char* name : {"image_encoder", "text_encoder", "composer"}) {
-    const auto& entry = section["graphs"].value(name, nlohmann::json());
+    const auto& listed = section["graphs"];
+    const auto entry = listed.contains(name) ? listed.at(name) : nlohmann::json();
     if (!entry.is_object() || !entry.contains("file") || !entry["file"].is_string())
       fail(TGIR_ERR_BAD_BUNDLE, bundle.dir + "/manifest.json: aoti section lacks graph '" + name + "'");
     const std::string rel = entry["file"].get<std::string>();
     if (!bundle.files.count(rel))
       fail(TGIR_ERR_BAD_BUNDLE, bundle.dir + "/manifest.json: " + rel + " is not checksummed in 'files'");
-    graphs[name] = load_graph(bundle.path(rel), device_string(options.device), bundle.graph(name));
+    graphs[name] = load_graph(bundle.path(rel), bundle.files.at(rel), options.verify_checksums != 0,
+                              device_string(options.device), bundle.graph(name));
   }
   return std::make_unique<AotiBackend>(std::move(graphs), options.device, options.num_threads);
 }

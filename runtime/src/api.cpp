@@ -1,5 +1,6 @@
 // The extern "C" surface of libtgir: argument checks, the encode pipeline, errors as status codes.
 // Every entry point catches everything: no exception crosses the C boundary.
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -142,7 +143,7 @@ tgir_status tgir_encode_images(tgir_runtime* runtime, const tgir_image* images, 
 tgir_status tgir_encode_query(tgir_runtime* runtime, const tgir_image* image, const char* text, float* out) {
   return guarded([&] {
     require(runtime && image && text && out, "tgir_encode_query: runtime, image, text and out must not be NULL");
-    runtime->pipeline->encode_queries(image, &text, 1, out);
+    runtime->pipeline->encode_queries(image, &text, 1, out, false);
   });
 }
 
@@ -162,7 +163,8 @@ tgir_status tgir_tokenize(const tgir_runtime* runtime, const char* text, int64_t
     require(runtime && text && length && (ids || capacity == 0),
             "tgir_tokenize: runtime, text and length must not be NULL (ids may be NULL only with capacity 0)");
     auto tokens = runtime->pipeline->tokenize(text);
-    std::memcpy(ids, tokens.data(), std::min(capacity, tokens.size()) * sizeof(int64_t));
+    const size_t n = std::min(capacity, tokens.size());
+    if (n) std::memcpy(ids, tokens.data(), n * sizeof(int64_t));  // ids may be NULL when capacity is 0
     *length = tokens.size();
   });
 }
@@ -177,6 +179,7 @@ tgir_status tgir_preprocess_image(const tgir_runtime* runtime, const tgir_image*
 tgir_status tgir_index_open(const char* index_dir, const tgir_runtime* runtime, tgir_index** out) {
   return guarded([&] {
     require(index_dir && out, "tgir_index_open: index_dir and out must not be NULL");
+    require(*index_dir, "tgir_index_open: index_dir is empty");
     auto idx = std::make_unique<tgir_index>();
     idx->index = tgir::Index::load(index_dir);
     if (runtime) runtime->pipeline->require_index(idx->index, index_dir);
@@ -187,7 +190,9 @@ tgir_status tgir_index_open(const char* index_dir, const tgir_runtime* runtime, 
 tgir_status tgir_index_create(size_t dim, tgir_index** out) {
   return guarded([&] {
     require(out, "tgir_index_create: out must not be NULL");
-    require(dim > 0, "tgir_index_create: dim must be > 0");
+    if (dim == 0 || dim > TGIR_MAX_INDEX_DIM)
+      fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_index_create: dim must be between 1 and TGIR_MAX_INDEX_DIM (" +
+                                          std::to_string(TGIR_MAX_INDEX_DIM) + "), got " + std::to_string(dim));
     auto idx = std::make_unique<tgir_index>();
     idx->index.dim = dim;
     *out = idx.release();
@@ -198,6 +203,11 @@ tgir_status tgir_index_add(tgir_index* index, const float* embeddings, size_t co
   return guarded([&] {
     require(index && (embeddings || count == 0), "tgir_index_add: index and embeddings must not be NULL");
     auto& idx = index->index;
+    // count * dim floats must be addressable, or the copy below would read a wrapped (short) range.
+    const size_t room = PTRDIFF_MAX / sizeof(float) / idx.dim - idx.embeddings.size() / idx.dim;
+    if (count > room)
+      fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_index_add: " + std::to_string(count) + " rows of " +
+                                          std::to_string(idx.dim) + " floats do not fit in memory");
     for (size_t i = 0; ids && i < count; ++i) require(ids[i], "tgir_index_add: an id is NULL");
     std::vector<std::string> names;  // built first, so a failure leaves the index unchanged
     for (size_t i = 0; i < count; ++i) names.emplace_back(ids ? ids[i] : std::to_string(idx.ids.size() + i));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bundle.h"
+#include "error.h"
 #include "tgir.h"
 
 namespace tgir {
@@ -26,10 +27,24 @@ struct Tensor {
   T* data() { return reinterpret_cast<T*>(bytes.data()); }
   template <typename T>
   const T* data() const { return reinterpret_cast<const T*>(bytes.data()); }
+  /// Shapes come from the manifest and from graph outputs, so the byte count is overflow-checked: a
+  /// wrapped product would allocate a small buffer that the graphs then write past.
   void resize(std::string type, std::vector<int64_t> dims) {
+    const size_t item = type == "int64" ? 8 : 4;
+    size_t n = item;
+    for (int64_t d : dims) {
+      if (d < 0 || (d > 0 && n > SIZE_MAX / static_cast<size_t>(d)))
+        fail(TGIR_ERR_OUT_OF_MEMORY, "a tensor of " + shape_string(dims) + " " + type + " elements is too large");
+      n *= static_cast<size_t>(d);
+    }
+    bytes.resize(n);
     dtype = std::move(type);
     shape = std::move(dims);
-    bytes.resize(numel() * (dtype == "int64" ? 8 : 4));
+  }
+  static std::string shape_string(const std::vector<int64_t>& dims) {
+    std::string s = "[";
+    for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+    return s + "]";
   }
 };
 

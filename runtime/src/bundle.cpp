@@ -14,6 +14,9 @@ namespace tgir {
 namespace {
 
 constexpr const char* kSchema = "tgir-bundle";
+// The text graph's token count sizes a [batch, L] buffer per call; real vocabularies cut texts at
+// tens of tokens, so a larger L can only come from a corrupt or hostile manifest.
+constexpr int64_t kMaxTextLength = 4096;
 const char* const kDtypes[] = {"float32", "float16", "int64", "int32", "bool"};
 
 void append_escaped(std::string& out, const std::string& s) {
@@ -144,7 +147,9 @@ void check_schema(const nlohmann::json& m, const std::string& where) {
   if (!m.is_object() || !m.contains("schema") || m["schema"] != kSchema)
     fail(TGIR_ERR_BAD_BUNDLE, where + ": not a tgir bundle manifest (expected \"schema\": \"tgir-bundle\")");
   const auto& v = member(m, "schema_version", where);
-  if (!v.is_number_integer() || v.get<int64_t>() != TGIR_BUNDLE_SCHEMA_VERSION)
+  if (!v.is_number_integer())  // a malformed manifest, not one of another version
+    fail(TGIR_ERR_BAD_BUNDLE, where + ": schema_version must be an integer, got " + v.dump());
+  if (v.get<int64_t>() != TGIR_BUNDLE_SCHEMA_VERSION)
     fail(TGIR_ERR_VERSION_MISMATCH, where + ": manifest schema version " + v.dump() + "; this libtgir reads " +
                                         std::to_string(TGIR_BUNDLE_SCHEMA_VERSION) + " (re-export the bundle)");
 }
@@ -272,8 +277,9 @@ Bundle Bundle::open(const std::string& dir_in, bool verify) {
   const std::string vocab_path = b.path(string_member(tok, "vocab_file", where));
   b.vocab = Vocabulary::from_json_text(read_file(vocab_path), vocab_path);
   const auto& ids = b.graph("text_encoder").inputs;
-  if (ids.empty() || ids[0].shape.size() != 2 || ids[0].shape[1] <= 0)
-    fail(TGIR_ERR_BAD_BUNDLE, where + ": the text graph's first input must be ids [batch, L] with a fixed L");
+  if (ids.empty() || ids[0].shape.size() != 2 || ids[0].shape[1] <= 0 || ids[0].shape[1] > kMaxTextLength)
+    fail(TGIR_ERR_BAD_BUNDLE, where + ": the text graph's first input must be ids [batch, L] with a fixed L in [1, " +
+                                  std::to_string(kMaxTextLength) + "]");
   b.text_length = static_cast<size_t>(ids[0].shape[1]);
   return b;
 }

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <numeric>
 
+#include <sys/stat.h>
+
 #include <nlohmann/json.hpp>
 
 #include "bundle.h"
@@ -46,6 +48,13 @@ std::vector<size_t> parse_shape(const std::string& text, const std::string& wher
     dims.push_back(v);
   }
   return dims;
+}
+
+/// A missing folder is TGIR_ERR_NOT_FOUND (as for a bundle); a file in its place is no index.
+void require_folder(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail(TGIR_ERR_NOT_FOUND, path + ": no such index folder");
+  if (!S_ISDIR(st.st_mode)) bad(path, "not a folder (an index is the folder `tgir index` writes)");
 }
 
 /// Inner product with eight independent partial sums: a fixed summation order that compilers turn
@@ -94,29 +103,47 @@ std::vector<float> Index::parse_npy(const std::string& bytes, size_t& rows, size
   return out;
 }
 
+namespace {
+
+/// A member of index.json of the wanted type, or TGIR_ERR_BAD_INDEX naming it (nlohmann's own
+/// type_error would surface as an internal error).
+const nlohmann::json& meta_member(const nlohmann::json& meta, const char* key, bool (nlohmann::json::*is_type)() const,
+                                  const char* type, const std::string& where) {
+  if (!meta.contains(key)) bad(where, std::string("no '") + key + "'");
+  const auto& v = meta.at(key);
+  if (!(v.*is_type)()) bad(where, std::string("'") + key + "' must be " + type + ", got " + v.dump());
+  return v;
+}
+
+nlohmann::json parse_index_json(const std::string& text, const std::string& where) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& err) {
+    bad(where, std::string("unreadable index (") + err.what() + ")");
+  }
+}
+
+}  // namespace
+
 Index Index::load(const std::string& folder) {
   Index idx;
   const std::string meta_path = folder + "/index.json", ids_path = folder + "/ids.json";
   const std::string emb_path = folder + "/embeddings.npy";
+  require_folder(folder);
   auto read = [&](const std::string& path) {
     try {
       return read_file(path);
-    } catch (const Error& err) {
+    } catch (const Error& err) {  // the folder exists: a missing file means an unfinished index
       bad(folder, std::string("not a finished tgir index (") + err.what() + "); build it with `tgir index`");
     }
   };
-  nlohmann::json meta, ids;
-  try {
-    meta = nlohmann::json::parse(read(meta_path));
-    ids = nlohmann::json::parse(read(ids_path));
-  } catch (const nlohmann::json::exception& err) {
-    bad(folder, std::string("unreadable index (") + err.what() + ")");
-  }
-  if (!meta.is_object() || meta.value("format", "") != kFormat || !meta.contains("version") ||
-      meta["version"] != kVersion)
-    bad(folder, "not a tgir index of version " + std::to_string(kVersion));
-  if (!meta.contains("fingerprint") || !meta["fingerprint"].is_string()) bad(meta_path, "no fingerprint");
-  idx.fingerprint = meta["fingerprint"].get<std::string>();
+  const nlohmann::json meta = parse_index_json(read(meta_path), meta_path);
+  const nlohmann::json ids = parse_index_json(read(ids_path), ids_path);
+  if (!meta.is_object()) bad(meta_path, "must be a JSON object");
+  const auto& format = meta_member(meta, "format", &nlohmann::json::is_string, "a string", meta_path);
+  const auto& version = meta_member(meta, "version", &nlohmann::json::is_number_integer, "an integer", meta_path);
+  if (format != kFormat || version != kVersion) bad(folder, "not a tgir index of version " + std::to_string(kVersion));
+  idx.fingerprint = meta_member(meta, "fingerprint", &nlohmann::json::is_string, "a string", meta_path).get<std::string>();
   if (!ids.is_array()) bad(ids_path, "must be a list of strings");
   for (const auto& id : ids) {
     if (!id.is_string()) bad(ids_path, "must be a list of strings");
@@ -124,7 +151,11 @@ Index Index::load(const std::string& folder) {
   }
   size_t rows = 0;
   idx.embeddings = parse_npy(read(emb_path), rows, idx.dim, emb_path);
-  const auto count = meta.value("count", nlohmann::json()), dim = meta.value("dim", nlohmann::json());
+  if (idx.dim == 0 || idx.dim > TGIR_MAX_INDEX_DIM)  // as tgir_index_create refuses them
+    bad(emb_path, "embedding size " + std::to_string(idx.dim) + " is not between 1 and TGIR_MAX_INDEX_DIM (" +
+                      std::to_string(TGIR_MAX_INDEX_DIM) + ")");
+  const auto count = meta.contains("count") ? meta.at("count") : nlohmann::json();
+  const auto dim = meta.contains("dim") ? meta.at("dim") : nlohmann::json();
   if (rows != idx.ids.size() || count != rows || dim != idx.dim)
     bad(folder, "index files disagree (ids, embeddings, index.json); rebuild it");
   return idx;

@@ -26,16 +26,24 @@ void copy_rows(const Tensor& src, size_t n, size_t dim, float* dst) {
   std::memcpy(dst, src.data<float>(), n * dim * sizeof(float));
 }
 
+/// The options' backend as a plain int: a C caller may store any value in the enum field, and loading
+/// one outside the enumerators through the enum type is undefined behaviour in C++.
+int backend_value(const tgir_runtime_options& o) {
+  static_assert(sizeof(o.backend) == sizeof(int), "tgir_backend is int-sized");
+  int value = 0;
+  std::memcpy(&value, &o.backend, sizeof value);
+  return value;
+}
+
 std::unique_ptr<Backend> make_backend(const Bundle& bundle, const tgir_runtime_options& o) {
-  switch (o.backend) {
+  switch (backend_value(o)) {
     case TGIR_BACKEND_AOTI: return make_aoti_backend(bundle, o);
     case TGIR_BACKEND_TENSORRT: return make_tensorrt_backend(bundle, o);
     case TGIR_BACKEND_AUTO:
       if (tensorrt_available() && bundle.backend == "tensorrt" && o.device >= 0) return make_tensorrt_backend(bundle, o);
       return make_aoti_backend(bundle, o);
   }
-  fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_runtime_open: unknown backend " + std::to_string(o.backend) +
-                                      "; valid: TGIR_BACKEND_AUTO, TGIR_BACKEND_AOTI, TGIR_BACKEND_TENSORRT");
+  fail(TGIR_ERR_INTERNAL, "make_backend: backend not checked by Pipeline::open");
 }
 
 }  // namespace
@@ -55,6 +63,10 @@ Pipeline::Pipeline(std::shared_ptr<const Bundle> bundle, std::unique_ptr<Backend
 std::unique_ptr<Pipeline> Pipeline::open(const std::string& dir, const tgir_runtime_options& o) {
   if (o.device < -1) fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_runtime_open: device must be -1 (CPU) or a CUDA index");
   if (o.num_threads < 0) fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_runtime_open: num_threads must be >= 0");
+  const int kind = backend_value(o);  // checked before the bundle is read: the caller's mistake comes first
+  if (kind < TGIR_BACKEND_AUTO || kind > TGIR_BACKEND_TENSORRT)
+    fail(TGIR_ERR_INVALID_ARGUMENT, "tgir_runtime_open: unknown backend " + std::to_string(kind) +
+                                        "; valid: TGIR_BACKEND_AUTO, TGIR_BACKEND_AOTI, TGIR_BACKEND_TENSORRT");
   auto bundle = std::make_shared<Bundle>(Bundle::open(dir, o.verify_checksums != 0));
   size_t limit = SIZE_MAX;
   for (const auto& kv : bundle->graphs) limit = std::min(limit, static_cast<size_t>(kv.second.batch_max));
@@ -85,26 +97,33 @@ tgir_runtime_info Pipeline::info() const {
 
 std::vector<int64_t> Pipeline::tokenize(const char* text) const { return bundle_->vocab.encode(text); }
 
-void Pipeline::check_image(const tgir_image& im) const {
-  if (!im.pixels) fail(TGIR_ERR_INVALID_ARGUMENT, "image pixels must not be NULL");
+void Pipeline::check_image(const tgir_image& im, const std::string& label) const {
+  auto refuse = [&](const std::string& why) { fail(TGIR_ERR_INVALID_ARGUMENT, label + why); };
+  if (!im.pixels) refuse("image pixels must not be NULL");
   if (im.width == 0 || im.height == 0)
-    fail(TGIR_ERR_INVALID_ARGUMENT, "image is empty (" + std::to_string(im.width) + "x" + std::to_string(im.height) + ")");
+    refuse("image is empty (" + std::to_string(im.width) + "x" + std::to_string(im.height) + ")");
   if (im.width > TGIR_MAX_IMAGE_PIXELS / im.height)
-    fail(TGIR_ERR_INVALID_ARGUMENT, "image of " + std::to_string(im.width) + "x" + std::to_string(im.height) +
-                                        " pixels exceeds TGIR_MAX_IMAGE_PIXELS");
+    refuse("image of " + std::to_string(im.width) + "x" + std::to_string(im.height) +
+           " pixels exceeds TGIR_MAX_IMAGE_PIXELS");
   if (im.stride != 0 && im.stride < im.width * 3)
-    fail(TGIR_ERR_INVALID_ARGUMENT, "image stride " + std::to_string(im.stride) + " is smaller than width * 3");
+    refuse("image stride " + std::to_string(im.stride) + " is smaller than width * 3");
+}
+
+void Pipeline::check_images(const tgir_image* images, size_t count, bool indexed) const {
+  for (size_t i = 0; i < count; ++i) check_image(images[i], indexed ? "images[" + std::to_string(i) + "]: " : "");
 }
 
 void Pipeline::preprocess(const tgir_image& im, float* out) const {
-  check_image(im);
+  check_image(im, "");
   preprocess_rgb(bundle_->preprocess, im.pixels, im.width, im.height, im.stride ? im.stride : im.width * 3, out);
 }
 
 void Pipeline::run_images(const tgir_image* images, size_t count, Tensor& gallery, Tensor& tokens) {
   const int64_t s = static_cast<int64_t>(bundle_->preprocess.size);
   pixels_.resize("float32", {static_cast<int64_t>(count), 3, s, s});
-  for (size_t i = 0; i < count; ++i) preprocess(images[i], pixels_.data<float>() + i * 3 * s * s);
+  for (size_t i = 0; i < count; ++i)  // checked by the caller
+    preprocess_rgb(bundle_->preprocess, images[i].pixels, images[i].width, images[i].height,
+                   images[i].stride ? images[i].stride : images[i].width * 3, pixels_.data<float>() + i * 3 * s * s);
   std::vector<Tensor> outputs;
   backend_->run("image_encoder", {&pixels_}, outputs);
   const auto& g = bundle_->graph("image_encoder");
@@ -127,7 +146,7 @@ void Pipeline::run_texts(const char* const* texts, size_t count, std::vector<Ten
 }
 
 void Pipeline::encode_images(const tgir_image* images, size_t count, float* out) {
-  for (size_t i = 0; i < count; ++i) check_image(images[i]);  // all checked before any work
+  check_images(images, count, true);  // all checked before any work
   Tensor gallery, tokens;
   for (size_t start = 0; start < count; start += max_batch_) {
     const size_t n = std::min(max_batch_, count - start);
@@ -136,8 +155,9 @@ void Pipeline::encode_images(const tgir_image* images, size_t count, float* out)
   }
 }
 
-void Pipeline::encode_queries(const tgir_image* images, const char* const* texts, size_t count, float* out) {
-  for (size_t i = 0; i < count; ++i) check_image(images[i]);
+void Pipeline::encode_queries(const tgir_image* images, const char* const* texts, size_t count, float* out,
+                              bool indexed) {
+  check_images(images, count, indexed);
   const auto& text_graph = bundle_->graph("text_encoder");
   const auto& composer = bundle_->graph("composer");
   Tensor gallery, tokens;

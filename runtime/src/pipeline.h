@@ -24,14 +24,19 @@ class Pipeline {
   std::vector<int64_t> tokenize(const char* text) const;
   void preprocess(const tgir_image& image, float* out) const;
   void encode_images(const tgir_image* images, size_t count, float* out);
-  void encode_queries(const tgir_image* images, const char* const* texts, size_t count, float* out);
+  /// `indexed`: name the offending image as images[i] in errors (the bulk API; not tgir_encode_query).
+  void encode_queries(const tgir_image* images, const char* const* texts, size_t count, float* out,
+                      bool indexed = true);
 
   /// Refuse an index built by another bundle or backend, or of another embedding size.
   void require_index(const Index& index, const std::string& where) const;
 
  private:
   Pipeline(std::shared_ptr<const Bundle> bundle, std::unique_ptr<Backend> backend, size_t max_batch);
-  void check_image(const tgir_image& image) const;
+  /// Refuse a bad image with TGIR_ERR_INVALID_ARGUMENT; `label` prefixes the message.
+  void check_image(const tgir_image& image, const std::string& label) const;
+  /// All images checked before any work; with `indexed`, messages start "images[i]: ".
+  void check_images(const tgir_image* images, size_t count, bool indexed) const;
   /// image_encoder on images[0..count): gallery [count, D] and tokens [count, N, D].
   void run_images(const tgir_image* images, size_t count, Tensor& gallery, Tensor& tokens);
   void run_texts(const char* const* texts, size_t count, std::vector<Tensor>& features);

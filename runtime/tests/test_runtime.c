@@ -1,5 +1,6 @@
 /* The runtime on a real bundle (TGIR_TEST_BUNDLE, a bundle with AOTInductor packages): encoding,
- * bad inputs, batching, and clones used from two threads. Exit 77 (skipped) without a bundle. */
+ * bad inputs, batching, clones used from two threads, and the broken copies of the bundle that
+ * make_fixtures.py wrote into the folder given as argv[1]. Exit 77 (skipped) without a bundle. */
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -51,6 +52,14 @@ static void test_inputs(tgir_runtime *rt, size_t d) {
   CHECK_STATUS(tgir_encode_query(rt, &huge, "red", q), TGIR_ERR_INVALID_ARGUMENT);
   tgir_image narrow = {px, 64, 48, 10};
   CHECK_STATUS(tgir_encode_query(rt, &narrow, "red", q), TGIR_ERR_INVALID_ARGUMENT);
+  tgir_image pair[2] = {im, empty}; /* a batch names the bad image */
+  float *two = calloc(2 * d, sizeof(float));
+  CHECK_STATUS(tgir_encode_images(rt, pair, 2, two), TGIR_ERR_INVALID_ARGUMENT);
+  CHECK(strncmp(tgir_last_error(), "images[1]: image is empty (0x48)", 32) == 0);
+  const char *texts[2] = {"red", "blue"};
+  CHECK_STATUS(tgir_encode_queries(rt, pair, texts, 2, two), TGIR_ERR_INVALID_ARGUMENT);
+  CHECK(strncmp(tgir_last_error(), "images[1]: ", 11) == 0);
+  free(two);
   uint8_t *big = make_image(5472, 3648, 2); /* 20 megapixels */
   tgir_image big_im = {big, 5472, 3648, 0};
   CHECK_STATUS(tgir_encode_images(rt, &big_im, 1, q), TGIR_OK);
@@ -97,7 +106,63 @@ static void test_threads(tgir_runtime *rt, size_t d) {
   free(a.out), free(b.out), free(px);
 }
 
-int main(void) {
+/* Open `fixtures`/`name` and expect `want` with `text` in the message (a NULL text: not checked). */
+static void expect_open(const char *fixtures, const char *name, const tgir_runtime_options *o, tgir_status want,
+                        const char *text) {
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/%s", fixtures, name);
+  tgir_runtime *rt = NULL;
+  tgir_status got = tgir_runtime_open(dir, o, &rt);
+  if (got != want || (text && !strstr(tgir_last_error(), text)))
+    fprintf(stderr, "%s: got %s (%s), want %s with \"%s\"\n", name, tgir_status_string(got), tgir_last_error(),
+            tgir_status_string(want), text ? text : "");
+  CHECK(got == want && (!text || strstr(tgir_last_error(), text)));
+  CHECK((rt != NULL) == (want == TGIR_OK));
+  tgir_runtime_free(rt);
+}
+
+/* Bundles that once crashed or gave internal errors: each must be refused at open with its status. */
+static void test_bad_bundles(const char *fixtures) {
+  tgir_runtime_options o = tgir_runtime_default_options();
+  o.backend = TGIR_BACKEND_AOTI;
+  o.verify_checksums = 0; /* the broken copies keep the real checksums, or they are symlinks */
+  /* a text graph of 2^61 tokens once wrapped a buffer size and crashed the first encode */
+  expect_open(fixtures, "text_length_2e61", &o, TGIR_ERR_BAD_BUNDLE, "fixed L in [1, 4096]");
+  expect_open(fixtures, "text_length_2e40", &o, TGIR_ERR_BAD_BUNDLE, "fixed L in [1, 4096]");
+  /* another graph's package once opened and then aborted the process inside an OpenMP worker */
+  expect_open(fixtures, "swapped_package", &o, TGIR_ERR_BAD_BUNDLE, "composer.so: checksum differs");
+  expect_open(fixtures, "aoti_device_int", &o, TGIR_ERR_BAD_BUNDLE, "aoti.device must be a string");
+  expect_open(fixtures, "aoti_torch_int", &o, TGIR_ERR_BAD_BUNDLE, "aoti.torch must be a string");
+  expect_open(fixtures, "aoti_isa_list", &o, TGIR_ERR_BAD_BUNDLE, "aoti.cpu_isa must be a string");
+  expect_open(fixtures, "schema_version_str", &o, TGIR_ERR_BAD_BUNDLE, "schema_version must be an integer");
+#if defined(__x86_64__) || defined(__i386__)
+  /* every feature of the ISA string counts, not just the whole string "avx512" or "avx2" */
+  expect_open(fixtures, "aoti_isa_unknown", &o, TGIR_ERR_VERSION_MISMATCH, "this CPU lacks no_such_isa");
+  char dir[1024];
+  snprintf(dir, sizeof dir, "%s/aoti_isa_amx", fixtures);
+  tgir_runtime *rt = NULL;
+  tgir_status got = tgir_runtime_open(dir, &o, &rt); /* opens only on a CPU with AMX */
+  CHECK(got == TGIR_OK || (got == TGIR_ERR_VERSION_MISMATCH && strstr(tgir_last_error(), "lacks") &&
+                           strstr(tgir_last_error(), "amx_tile")));
+  tgir_runtime_free(rt);
+#endif
+}
+
+/* Options the caller got wrong, and calls with documented NULL arguments, on the real bundle. */
+static void test_options(const char *bundle, tgir_runtime *rt) {
+  tgir_runtime_options o = tgir_runtime_default_options();
+  o.backend = TGIR_BACKEND_AOTI;
+  o.device = 99;
+  tgir_runtime *other = NULL;
+  CHECK_STATUS(tgir_runtime_open(bundle, &o, &other), TGIR_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(tgir_last_error(), "CUDA device 99 does not exist") != NULL);
+  CHECK(other == NULL);
+  size_t n = 0;
+  CHECK_STATUS(tgir_tokenize(rt, "make it red", NULL, 0, &n), TGIR_OK); /* asks for the count only */
+  CHECK(n == 3);
+}
+
+int main(int argc, char **argv) {
   const char *bundle = getenv("TGIR_TEST_BUNDLE");
   if (!bundle || !*bundle) {
     printf("test_runtime: TGIR_TEST_BUNDLE not set; skipped\n");
@@ -121,6 +186,9 @@ int main(void) {
   CHECK(info.max_batch == 4);
   test_batching(rt, info.embed_dim, info.max_batch);
   test_threads(rt, info.embed_dim);
+  test_options(bundle, rt);
+  CHECK(argc > 1); /* ctest passes the folder of broken bundles */
+  if (argc > 1) test_bad_bundles(argv[1]);
   tgir_runtime_free(rt);
   if (check_failures) fprintf(stderr, "%d check(s) failed\n", check_failures);
   else printf("test_runtime: all checks passed\n");

@@ -15,8 +15,10 @@ whose vector ISA the section records.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 import warnings
@@ -28,10 +30,10 @@ from pathlib import Path
 import torch
 from tgir.export.graphs import graph_modules
 from tgir.export.onnx import _examples
-from tgir.runtime.reference import TorchDeviceRunner
+from tgir.runtime.reference import TorchDeviceRunner, torch_device
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
-from tgir.manifest import GRAPHS, Manifest
+from tgir.manifest import GRAPHS, Manifest, sha256
 from tgir.training.checkpoint import model_for_bundle
 
 DEVICES = ("cpu", "cuda")
@@ -41,6 +43,9 @@ UP_TO_DATE = "up to date"  # how the progress line of a skipped build starts
 MODEL_DIR = "/data/aotinductor/"  # where a .pt2 package keeps the compiled model
 SOURCE_SUFFIXES = (".cpp", ".h", ".hpp", ".cu", ".json", ".py", ".txt", ".log")  # not needed at run time
 COMPILER_LINES = 3  # of a compiler's message, shown in the error
+_ELF_HEADER = "16sHHIQQQIHHHHHH"  # Elf64_Ehdr after the byte-order mark: 64 bytes
+_ELF_PHDR = "IIQQQQQQ"  # Elf64_Phdr: p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+_PT_LOAD = 1
 
 
 @dataclass(frozen=True)
@@ -94,10 +99,12 @@ def aoti_from_bundle(bundle_dir: str | Path, cfg: AotiConfig = AotiConfig(), che
         TgirInternalError: A graph that does not export, compile or match eager PyTorch.
     """
     require_device(cfg.device)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise TgirUserError(f"{checkpoint}: checkpoint not found")
     folder = Path(bundle_dir)
-    manifest = Manifest.load(folder)
+    manifest, broken = _load_for_rebuild(folder)
     report = progress or (lambda line: None)
-    blocker = stale_reason(manifest, cfg.device)
+    blocker = broken or stale_reason(manifest, cfg.device)
     if not cfg.force and blocker is None:
         report(f"{UP_TO_DATE}: {folder}/{FOLDER}/ (device {cfg.device}, torch {torch.__version__}; --force rebuilds)")
         return manifest
@@ -115,6 +122,40 @@ def aoti_from_bundle(bundle_dir: str | Path, cfg: AotiConfig = AotiConfig(), che
                    f"(max |aoti - eager| {graphs[name].pop('parity'):.1e})")
         _install(folder, tmp, manifest, _section(manifest, cfg.device, graphs))
     return manifest
+
+
+def _load_for_rebuild(folder: Path) -> tuple[Manifest, str | None]:
+    """The bundle's manifest, every file verified but the ``aoti/`` ones a rebuild replaces.
+
+    Returns:
+        The manifest and, when an ``aoti/`` file is missing or changed, why (the bundle is then read
+        through a view without them, so that they cannot stop their own rebuild).
+    """
+    try:
+        return Manifest.load(folder), None
+    except TgirUserError:
+        raw = _raw_manifest(folder)
+        if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
+            raise
+        aoti_files = {k: v for k, v in raw["files"].items() if str(k).startswith(f"{FOLDER}/")}
+        broken = [k for k, v in aoti_files.items() if not (folder / k).is_file() or sha256(folder / k) != v]
+        if not broken:
+            raise  # something else is wrong with the bundle
+    with tempfile.TemporaryDirectory() as view:  # the bundle without its aoti/ files, linked not copied
+        raw["files"] = {k: v for k, v in raw["files"].items() if k not in aoti_files}
+        for name in raw["files"]:
+            (Path(view) / name).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink((folder / name).resolve(), Path(view) / name)
+        (Path(view) / "manifest.json").write_text(json.dumps(raw))
+        manifest = Manifest.load(view)
+    return manifest, f"{broken[0]} missing or changed"
+
+
+def _raw_manifest(folder: Path) -> object:
+    try:
+        return json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def stale_reason(manifest: Manifest, device: str) -> str | None:
@@ -211,12 +252,50 @@ def _extract(package: Path, work: Path, name: str) -> dict:
 
 def load_shared_object(path: str | Path, device: str = "cpu"):
     """A runner of a compiled graph's shared object, as the C runtime loads it (``run(list) -> list``);
-    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    ``device``: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        TgirUserError: Not a complete 64-bit ELF file (``check_elf``).
+    """
+    check_elf(Path(path))
     aoti = torch._C._aoti
     if device.startswith("cuda"):
         kernels = Path(path).with_suffix("")  # aoti/<graph>/ when kernels were left outside the object
         return aoti.AOTIModelContainerRunnerCuda(str(path), 1, device, str(kernels) if kernels.is_dir() else "")
     return aoti.AOTIModelContainerRunnerCpu(str(path), 1)
+
+
+def check_elf(path: Path) -> None:
+    """Refuse a shared object that is not a complete 64-bit ELF file before it is mapped: a truncated
+    file would map segments past its end, and touching them kills the process with SIGBUS (libtgir's
+    ``check_elf`` in runtime/src/aoti.cpp does the same).
+
+    Raises:
+        TgirUserError: Unreadable, not 64-bit ELF, or headers or a loaded segment past the file's end.
+    """
+    def bad(why: str) -> TgirUserError:
+        return TgirUserError(f"{path}: cannot load the compiled graph ({why}); re-run `tgir-export aoti --force`")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] not in (1, 2):
+                raise bad("not a 64-bit ELF shared object")
+            order = "<" if head[5] == 1 else ">"
+            fields = struct.unpack(order + _ELF_HEADER, head)
+            phoff, shoff, phentsize, phnum, shnum = fields[5], fields[6], fields[9], fields[10], fields[12]
+            if phentsize != struct.calcsize(_ELF_PHDR) or phoff > size or phnum > (size - phoff) // phentsize:
+                raise bad("truncated program headers")
+            if shnum and (shoff > size or shnum > (size - shoff) // 64):
+                raise bad("file truncated: section headers past its end")
+            f.seek(phoff)
+            for _ in range(phnum):
+                p_type, _, offset, _, _, filesz, _, _ = struct.unpack(order + _ELF_PHDR, f.read(phentsize))
+                if p_type == _PT_LOAD and (offset > size or filesz > size - offset):
+                    raise bad("file truncated: a segment ends past its end")
+    except OSError as err:
+        raise TgirUserError(f"{path}: cannot read the compiled graph ({err.strerror or err})") from None
 
 
 class AotiRunner(TorchDeviceRunner):
@@ -237,9 +316,9 @@ class AotiRunner(TorchDeviceRunner):
     index_backend = "aoti"  # compiled from the FP32 model: embeds in FP32 space even on an INT8 bundle
 
     def __init__(self, folder: str | Path, device: str = "cpu", manifest: Manifest | None = None) -> None:
+        device = torch_device(device)
         super().__init__(folder, manifest)
         kind = "cuda" if device.startswith("cuda") else "cpu"
-        require_device(kind)
         fix = f"`tgir-export aoti --bundle {self.folder} --device {kind} --force`"
         if not self.manifest.aoti:
             raise TgirUserError(f"{self.folder} has no AOTInductor packages; compile them with {fix}")
@@ -258,6 +337,8 @@ class AotiRunner(TorchDeviceRunner):
             return tuple(self._objects[graph].run(args))
 
     def close(self) -> None:
+        """Drop the loaded objects; the runner refuses every call afterwards."""
+        super().close()
         self._objects = {}
 
 

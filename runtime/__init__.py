@@ -43,24 +43,34 @@ def open(bundle: str | Path, backend: str = "auto", **options) -> Runner:
     manifest = Manifest.load(bundle)
     if backend == "auto":
         backend = "tensorrt" if manifest.backend == "tensorrt" else "onnxruntime"
-    try:
-        if backend == "onnxruntime":
-            from tgir.runtime.ort import OrtOptions, OrtRunner
+    if backend == "onnxruntime":
+        from tgir.runtime.ort import OrtOptions, OrtRunner
 
-            return OrtRunner(bundle, OrtOptions(**options), manifest)
-        if backend == "c":
-            from tgir.runtime.clib import CRunner
+        _refuse_unknown(bundle, backend, OrtOptions, options)
+        return OrtRunner(bundle, OrtOptions(**options), manifest)
+    if backend == "c":
+        from tgir.runtime.clib import CRunner
 
-            return CRunner(bundle, manifest=manifest, **options)
-        if backend == "torch":
-            from tgir.runtime.reference import TorchRunner
+        _refuse_unknown(bundle, backend, CRunner, options)
+        return CRunner(bundle, manifest=manifest, **options)
+    if backend == "torch":
+        from tgir.runtime.reference import TorchRunner
 
-            return TorchRunner(bundle, manifest=manifest, **options)
-        from tgir.runtime.trt import TensorRTRunner, TrtOptions
+        _refuse_unknown(bundle, backend, TorchRunner, options)
+        return TorchRunner(bundle, manifest=manifest, **options)
+    from tgir.runtime.trt import TensorRTRunner, TrtOptions
 
-        return TensorRTRunner(bundle, TrtOptions(**options), manifest)
-    except TypeError as err:  # an option another backend takes (e.g. threads for a TensorRT bundle)
-        if "unexpected keyword argument" not in str(err):
-            raise
-        raise TgirUserError(f"{bundle}: runs on {backend}, which does not take the option(s) "
-                            f"{', '.join(sorted(options))} ({err})") from None
+    _refuse_unknown(bundle, backend, TrtOptions, options)
+    return TensorRTRunner(bundle, TrtOptions(**options), manifest)
+
+
+def _refuse_unknown(bundle: str | Path, backend: str, takes: type, options: dict) -> None:
+    """Refuse, naming only them, the options ``takes`` (a runner or its options class) has no parameter
+    for (e.g. threads for a TensorRT bundle)."""
+    import inspect
+
+    accepted = set(inspect.signature(takes).parameters) - {"self", "folder", "manifest"}
+    rejected = sorted(name for name in options if name not in accepted)
+    if rejected:
+        raise TgirUserError(f"{bundle}: runs on {backend}, which does not take the option(s) {', '.join(rejected)} "
+                            f"(it takes {', '.join(sorted(accepted))})")

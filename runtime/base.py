@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tgir.runtime.index import GalleryIndex
+from tgir.runtime.inputs import as_picture, check_tokens, image_list, text_list
 
 from tgir.data.images import Preprocess, load_image
 from tgir.errors import TgirUserError
@@ -56,6 +58,7 @@ class Runner:
     backend = "base"
     index_backend: str | None = None  # "aoti" where embeddings come from the FP32 AOTInductor graphs
     gives_tokens = True  # encode_images(tokens=True) works (the C runtime composes whole queries only)
+    closed = False  # set by close(); a closed runner refuses every call
 
     def __init__(self, folder: str | Path, manifest: Manifest | None = None) -> None:
         self.folder = Path(folder)
@@ -74,7 +77,12 @@ class Runner:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release the backend's resources (sessions, engines, device memory)."""
+        """Release the backend's resources (sessions, engines, device memory); subclasses call this too."""
+        self.closed = True
+
+    def _require_open(self) -> None:
+        if self.closed:
+            raise TgirUserError(f"the {self.backend} runner is closed; open the bundle again")
 
     def __enter__(self) -> Runner:
         return self
@@ -87,8 +95,10 @@ class Runner:
         """Validate ``feeds`` against the graph's contract, run it, and name the outputs.
 
         Raises:
-            TgirUserError: Unknown graph, missing or extra inputs, wrong dtype, rank or size.
+            TgirUserError: Unknown graph, missing or extra inputs, wrong dtype, rank or size, token ids
+                outside the vocabulary or lengths outside ``1..L``, a closed runner.
         """
+        self._require_open()
         spec = self.graphs.get(graph) or self.fused.get(graph)
         if spec is None:
             raise TgirUserError(f"unknown graph {graph!r}; this bundle has {', '.join([*self.graphs, *self.fused])}")
@@ -98,22 +108,28 @@ class Runner:
         sizes: dict[str, int] = {}
         for t in spec["inputs"]:
             _check_tensor(graph, t, feeds[t["name"]], spec["dynamic"], sizes)
+        check_tokens(graph, feeds, len(self.vocab))
         outputs = self._run(graph, {n: feeds[n] for n in names})
         return {t["name"]: out for t, out in zip(spec["outputs"], outputs, strict=True)}
 
     # -- the protocol --------------------------------------------------------------------------
     def pixels(self, images: np.ndarray | Sequence[ImageLike]) -> np.ndarray:
-        """``[B, 3, S, S]`` float32 network input from image files, PIL images or a ready array."""
+        """``[B, 3, S, S]`` float32 network input from image files, PIL images, ``[H, W, 3]`` uint8
+        arrays (``inputs.image_list``) or a ready array."""
+        images = image_list(images)
         if isinstance(images, np.ndarray):
             return images
+        pictures = [as_picture(img) for img in images]
         return np.stack([self.preprocess(img if isinstance(img, Image.Image) else load_image(img))
-                         for img in images]) if len(images) else np.zeros((0, 3, self.preprocess.size,
-                                                                              self.preprocess.size), np.float32)
+                         for img in pictures]) if pictures else np.zeros((0, 3, self.preprocess.size,
+                                                                          self.preprocess.size), np.float32)
 
     def encode_images(self, images: np.ndarray | Sequence[ImageLike], progress: Progress | None = None,
                       tokens: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Gallery embeddings ``[B, D]`` (L2-normalised) of images; with ``tokens`` also the
         composer's region tokens ``[B, N, D]``."""
+        self._require_open()
+        images = image_list(images)
         keep = ("gallery", "tokens") if tokens else ("gallery",)  # tokens are large: hold them only when asked
 
         def encode(part: slice) -> list[np.ndarray]:
@@ -127,15 +143,14 @@ class Runner:
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns about texts with no
         known word (``UnknownWordsWarning``) and texts cut to the bundle's length (``TextTooLongWarning``)."""
-        if isinstance(texts, str):
-            raise TgirUserError("texts must be a list of strings, got one string")
+        texts = text_list(texts)
         limit = min(self.text_length, self.vocab.max_length)
         for i, text in enumerate(texts):
             words = len(tokenize(text))
             if words > limit:
                 warnings.warn(TextTooLongWarning(f"query {i}: {text!r} has {words} words; the bundle reads the "
                                                  f"first {limit} and ignores the rest"), stacklevel=2)
-        ids, lengths = self.vocab.encode_batch(list(texts), self.text_length)
+        ids, lengths = self.vocab.encode_batch(texts, self.text_length)
         valid = np.arange(ids.shape[1])[None] < lengths[:, None]  # [B, L]
         for i in np.flatnonzero(~((ids != UNK) & valid).any(axis=1)):
             warnings.warn(UnknownWordsWarning(f"query {i}: no word of {texts[i]!r} is in the bundle's vocabulary; "
@@ -145,6 +160,8 @@ class Runner:
     def encode_queries(self, images: np.ndarray | Sequence[ImageLike], texts: Sequence[str],
                        progress: Progress | None = None) -> np.ndarray:
         """Query embeddings ``[B, D]`` (L2-normalised) of reference images modified by texts."""
+        self._require_open()
+        images, texts = image_list(images), text_list(texts)
         if len(images) != len(texts):
             raise TgirUserError(f"{len(images)} reference images but {len(texts)} texts; give one text per image")
         ids, lengths = self.tokenize(texts)
@@ -188,11 +205,16 @@ class Runner:
 
     def attach(self, index) -> None:
         """Use ``index`` (``tgir.runtime.index.GalleryIndex``) for ``search``; it must come from this bundle."""
+        if not isinstance(index, GalleryIndex):
+            raise TgirUserError(f"attach takes a GalleryIndex (GalleryIndex.load), got {type(index).__name__}"
+                                + ("; search a CIndex with its own search method" if type(index).__name__ == "CIndex"
+                                   else ""))
         index.require_bundle(self.manifest, backend=self.index_backend)
         self.index = index
 
     def search(self, queries: np.ndarray, k: int = 10):
         """Top-``k`` gallery entries for each query embedding, from the attached index."""
+        self._require_open()
         if self.index is None:
             raise TgirUserError("no gallery index attached; build one with `tgir index` and attach it")
         return self.index.search(queries, k)

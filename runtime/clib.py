@@ -13,19 +13,21 @@ Status codes become exceptions: user mistakes (bad bundle, bad index, bad input)
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tgir.runtime.base import ImageLike, Progress, Runner
 from tgir.runtime.index import SearchResult
+from tgir.runtime.inputs import MAX_THREADS, image_list, integer, query_array, text_list, top_k
 
-from tgir.data.images import load_image
+from tgir.data.images import load_image, to_rgb
 from tgir.errors import TgirInternalError, TgirUserError
 from tgir.manifest import Manifest
 
@@ -84,7 +86,11 @@ def load_library(path: str | Path | None = None) -> ctypes.CDLL:
     """Load libtgir once per path and declare its functions' signatures."""
     found = library_path(path).resolve()
     if found not in _LIBS:
-        lib = ctypes.CDLL(str(found))
+        try:
+            lib = ctypes.CDLL(str(found))
+        except OSError as err:
+            raise TgirUserError(f"{found}: cannot load it as libtgir ({err}); build it with "
+                                "`python -m tgir.runtime.clib build`") from None
         P, S, Int = ctypes.POINTER, ctypes.c_size_t, ctypes.c_int
         sigs = {
             "tgir_status_string": ([Int], ctypes.c_char_p), "tgir_last_error": ([], ctypes.c_char_p),
@@ -103,7 +109,10 @@ def load_library(path: str | Path | None = None) -> ctypes.CDLL:
             "tgir_index_free": ([ctypes.c_void_p], None),
         }
         for name, (args, res) in sigs.items():
-            fn = getattr(lib, name)
+            try:
+                fn = getattr(lib, name)
+            except AttributeError:
+                raise TgirUserError(f"{found}: not libtgir (it has no function {name})") from None
             fn.argtypes, fn.restype = args, res
         _LIBS[found] = lib
     return _LIBS[found]
@@ -126,7 +135,7 @@ def _as_rgb(image: ImageLike | np.ndarray) -> np.ndarray:
                                 f"{list(image.shape)}; pass files, PIL images or such arrays")
         return np.ascontiguousarray(image)
     img = image if isinstance(image, Image.Image) else load_image(image)
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), np.uint8))
+    return np.ascontiguousarray(np.asarray(to_rgb(img), np.uint8))
 
 
 def _images(arrays: list[np.ndarray]) -> ctypes.Array:
@@ -151,8 +160,11 @@ class CRunner(Runner):
     def __init__(self, folder: str | Path, backend: str = "auto", device: int = -1, threads: int = 0,
                  max_batch: int = 0, library: str | Path | None = None, manifest: Manifest | None = None) -> None:
         super().__init__(folder, manifest)
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise TgirUserError(f"unknown C backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        device = integer("device (-1: the CPU, else a CUDA device index)", device, -1, 1 << 16)
+        threads = integer("threads", threads, 0, MAX_THREADS)
+        max_batch = integer("max_batch (0: the manifest's)", max_batch, 0, 1 << 31)
         self._lib = load_library(library)
         opts = self._lib.tgir_runtime_default_options()
         opts.backend, opts.device, opts.num_threads, opts.max_batch = BACKENDS[backend], device, threads, max_batch
@@ -167,12 +179,31 @@ class CRunner(Runner):
         self.index_backend = self.c_backend if self.c_backend == "aoti" else None
 
     def close(self) -> None:
+        """Free libtgir's runtime (idempotent); the runner refuses every call afterwards."""
+        super().close()
         if getattr(self, "_handle", None):
             self._lib.tgir_runtime_free(self._handle)
             self._handle = None
 
     def __del__(self) -> None:
         self.close()
+
+    def _batches(self, images: list, progress: Progress | None) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """``(start, RGB arrays)`` of each batch of at most ``max_batch`` images, reporting progress."""
+        steps = range(0, len(images), self.max_batch)
+        for n, start in enumerate(steps, 1):
+            yield start, [_as_rgb(im) for im in images[start:start + self.max_batch]]
+            if progress:
+                progress(n, len(steps))
+
+    def _images_of(self, images: object) -> list:
+        """The runner is open and ``images`` a list of pictures (the C runtime takes no network input)."""
+        self._require_open()
+        images = image_list(images)
+        if isinstance(images, np.ndarray):
+            raise TgirUserError("the C runtime takes pictures (files, PIL images, [H, W, 3] uint8 arrays), "
+                                "not a [B, 3, S, S] float32 network input")
+        return images
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise TgirUserError("the C runtime runs whole queries (encode_images, encode_queries), not single graphs")
@@ -185,35 +216,32 @@ class CRunner(Runner):
         """Gallery embeddings ``[B, D]``, computed by libtgir from RGB pixels."""
         if tokens:
             raise TgirUserError("the C runtime does not hand out image tokens; use encode_queries")
+        images = self._images_of(images)
         out = self._out(len(images))
-        steps = range(0, len(images), self.max_batch)
-        for n, start in enumerate(steps, 1):
-            part = [_as_rgb(im) for im in images[start:start + self.max_batch]]
+        for start, part in self._batches(images, progress):
             dst = out[start:start + len(part)].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             _check(self._lib, self._lib.tgir_encode_images(self._handle, _images(part), len(part), dst))
-            if progress:
-                progress(n, len(steps))
         return out
 
     def encode_queries(self, images: Sequence[ImageLike | np.ndarray], texts: Sequence[str],
                        progress: Progress | None = None) -> np.ndarray:
         """Query embeddings ``[B, D]`` of reference images modified by texts, computed by libtgir."""
-        if isinstance(texts, str) or len(images) != len(texts):
-            raise TgirUserError("give a list of texts, one per reference image")
-        self.tokenize(list(texts))  # warns about texts with no known word, as every runner does
+        images, texts = self._images_of(images), text_list(texts)  # no NUL: C would end the text there
+        if len(images) != len(texts):
+            raise TgirUserError(f"{len(images)} reference images but {len(texts)} texts; give one text per image")
+        self.tokenize(texts)  # warns about texts with no known word, as every runner does
         out = self._out(len(images))
-        steps = range(0, len(images), self.max_batch)
-        for n, start in enumerate(steps, 1):
-            part = [_as_rgb(im) for im in images[start:start + self.max_batch]]
+        for start, part in self._batches(images, progress):
             words = (ctypes.c_char_p * len(part))(*[t.encode() for t in texts[start:start + len(part)]])
             dst = out[start:start + len(part)].ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             _check(self._lib, self._lib.tgir_encode_queries(self._handle, _images(part), words, len(part), dst))
-            if progress:
-                progress(n, len(steps))
         return out
 
     def c_tokenize(self, text: str) -> list[int]:
         """Token ids as libtgir's tokenizer computes them (for checking it against ``tgir.vocab``)."""
+        self._require_open()
+        if not isinstance(text, str):
+            raise TgirUserError(f"text must be a string, got {type(text).__name__}")
         raw, length = text.encode("utf-8", "surrogatepass"), ctypes.c_size_t()
         _check(self._lib, self._lib.tgir_tokenize(self._handle, raw, None, 0, ctypes.byref(length)))
         ids = (ctypes.c_int64 * max(length.value, 1))()
@@ -222,7 +250,8 @@ class CRunner(Runner):
 
     def c_preprocess(self, image: ImageLike | np.ndarray) -> np.ndarray:
         """``[3, S, S]`` network input as libtgir computes it from an image."""
-        rgb = _as_rgb(image)
+        self._require_open()
+        rgb = _as_rgb(image_list([image])[0])
         out = np.empty((3, self.preprocess.size, self.preprocess.size), np.float32)
         _check(self._lib, self._lib.tgir_preprocess_image(self._handle, _images([rgb]),
                                                           out.ctypes.data_as(ctypes.POINTER(ctypes.c_float))))
@@ -234,18 +263,34 @@ class CIndex:
     is refused."""
 
     def __init__(self, folder: str | Path, runner: CRunner | None = None, library: str | Path | None = None) -> None:
+        if runner is not None:
+            if not isinstance(runner, CRunner):
+                raise TgirUserError(f"CIndex takes a CRunner (or None), got {type(runner).__name__}")
+            runner._require_open()  # a closed runner's NULL handle would skip the bundle check
         self._lib = runner._lib if runner else load_library(library)
         handle = ctypes.c_void_p()
         _check(self._lib, self._lib.tgir_index_open(str(folder).encode(), runner._handle if runner else None,
                                                     ctypes.byref(handle)))
         self._handle = handle
+        self.dim = _index_dim(Path(folder))
+
+    def _require_open(self) -> None:
+        if not getattr(self, "_handle", None):
+            raise TgirUserError("the C index is closed; open it again")
 
     def __len__(self) -> int:
+        self._require_open()
         return self._lib.tgir_index_size(self._handle)
 
     def search(self, queries: np.ndarray, k: int = 10) -> SearchResult:
-        """Exact top-k of each query ``[Q, D]``, as ``GalleryIndex.search`` returns it."""
-        q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
+        """Exact top-k of each query ``[Q, D]``, as ``GalleryIndex.search`` returns it.
+
+        Raises:
+            TgirUserError: A closed index, k not an integer in 1..len(index), queries not real
+                numbers of the index's dimension, NaN or infinite values.
+        """
+        k = top_k(k, len(self))
+        q = query_array(queries, self.dim)  # C reads D floats per query: a narrower row would be over-read
         hits = (_Hit * max(len(q) * k, 1))()
         _check(self._lib, self._lib.tgir_index_search(self._handle, q.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
                                                       len(q), k, hits))
@@ -255,12 +300,22 @@ class CIndex:
         return SearchResult(rows, scores, ids)
 
     def close(self) -> None:
+        """Free libtgir's index (idempotent); the index refuses every call afterwards."""
         if getattr(self, "_handle", None):
             self._lib.tgir_index_free(self._handle)
             self._handle = None
 
     def __del__(self) -> None:
         self.close()
+
+
+def _index_dim(folder: Path) -> int:
+    """The embedding width an index folder's ``index.json`` records (libtgir checked it when opening)."""
+    try:
+        dim = json.loads((folder / "index.json").read_text())["dim"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TgirUserError(f"{folder}/index.json: cannot read the index's dimension ({err})") from None
+    return integer(f"{folder}/index.json: dim", dim, 1)
 
 
 def build_library(build_dir: str | Path = DEFAULT_BUILD_DIR, sanitize: bool = False, tests: bool = True,

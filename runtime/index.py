@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tgir.runtime.inputs import query_array, top_k
 
 from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest, json_type, require_writable
@@ -30,6 +31,7 @@ VERSION = 1
 PART_ROWS = 1024  # rows per resumable part
 CHUNK = 1 << 24  # query x gallery scores held at once (64 MiB)
 SEARCH_METHODS = ("exact", "faiss", "int8")
+FAISS_MARGIN = 16  # extra rows FAISS returns so that ties at the k-th score can be put in gallery order
 
 
 def bundle_fingerprint(manifest: Manifest, *, backend: str | None = None) -> str:
@@ -66,17 +68,28 @@ class GalleryIndex:
     """Embeddings plus ids, tied to the bundle that computed them.
 
     Args:
-        embeddings: ``[G, D]`` float32.
-        ids: One id per row.
+        embeddings: ``[G, D]`` finite floats (kept as float32).
+        ids: One id (a string) per row.
         fingerprint: ``bundle_fingerprint`` of the bundle that computed the embeddings.
         info: Extra facts kept in ``index.json`` (source folder, dataset...).
     """
 
     def __init__(self, embeddings: np.ndarray, ids: Sequence[str], fingerprint: str, info: dict | None = None):
+        embeddings = np.asarray(embeddings)
+        ids = list(ids)
         if embeddings.ndim != 2 or len(embeddings) != len(ids):
             raise TgirUserError(f"index: {len(ids)} ids for embeddings of shape {list(embeddings.shape)}")
+        if embeddings.dtype.kind != "f":
+            raise TgirUserError(f"index: embeddings must be floats, got {embeddings.dtype}")
         self.embeddings = np.ascontiguousarray(embeddings, np.float32)
-        self.ids = list(ids)
+        if not np.isfinite(self.embeddings).all():
+            bad = int(np.flatnonzero(~np.isfinite(self.embeddings).all(axis=1))[0])
+            raise TgirUserError(f"index: embedding row {bad} has NaN or infinite values (in float32); "
+                                "re-embed that image")
+        if not all(isinstance(i, str) for i in ids):
+            bad = next(i for i in ids if not isinstance(i, str))
+            raise TgirUserError(f"index: ids must be strings, got {type(bad).__name__} {bad!r}")
+        self.ids = ids
         self.fingerprint = fingerprint
         self.info = dict(info or {})
         self._faiss = None
@@ -116,13 +129,8 @@ class GalleryIndex:
         """
         if method not in SEARCH_METHODS:
             raise unknown_choice("search method", method, SEARCH_METHODS)
-        queries = np.atleast_2d(np.asarray(queries, np.float32))
-        if not 1 <= k <= len(self):
-            raise TgirUserError(f"k must be between 1 and the gallery size {len(self)}, got {k}")
-        if queries.shape[1] != self.embeddings.shape[1]:
-            raise TgirUserError(f"queries have dimension {queries.shape[1]}, the index {self.embeddings.shape[1]}")
-        if not np.isfinite(queries).all():
-            raise TgirUserError("queries contain NaN or infinite values; they cannot be ranked")
+        k = top_k(k, len(self))
+        queries = query_array(queries, self.embeddings.shape[1])
         if method == "faiss":
             indices, scores = self._faiss_search(queries, k)
         elif method == "int8":
@@ -147,8 +155,17 @@ class GalleryIndex:
         if self._faiss is None:
             self._faiss = faiss.IndexFlatIP(self.embeddings.shape[1])
             self._faiss.add(self.embeddings)
-        scores, indices = self._faiss.search(np.ascontiguousarray(queries), k)
-        return indices.astype(np.int64), scores
+        n = len(self)
+        fetch = min(n, k + FAISS_MARGIN)
+        scores, indices = self._faiss.search(np.ascontiguousarray(queries), fetch)
+        order = np.lexsort((indices, -scores), axis=1)[:, :k]  # ties in gallery order, as exact_search
+        top_idx = np.take_along_axis(indices, order, 1).astype(np.int64)
+        top = np.take_along_axis(scores, order, 1)
+        # a tie running past the rows FAISS returned may hide earlier rows of equal score: rank those exactly
+        cut = np.flatnonzero(scores[:, k - 1] == scores[:, fetch - 1]) if fetch < n else []
+        if len(cut):
+            top_idx[cut], top[cut] = exact_search(queries[cut], self.embeddings, k)
+        return top_idx, top
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -177,6 +194,8 @@ class GalleryIndex:
             raise TgirUserError(f"{folder / 'ids.json'}: expected a JSON array of id strings")
         if emb.dtype.kind != "f":
             raise TgirUserError(f"{folder / 'embeddings.npy'}: expected float embeddings, got {emb.dtype}")
+        if not np.isfinite(emb).all():
+            raise TgirUserError(f"{folder / 'embeddings.npy'}: holds NaN or infinite values; rebuild the index")
         if len(ids) != meta["count"] or emb.shape != (meta["count"], meta["dim"]):
             raise TgirUserError(f"{folder}: index files disagree (ids, embeddings, index.json); rebuild it")
         info = {k: v for k, v in meta.items() if k not in ("format", "version", "fingerprint", "count", "dim")}
@@ -203,6 +222,8 @@ def exact_search(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.n
     the candidates at or above its k-th best score, so a large gallery costs O(G) per query.
     """
     n = gallery.shape[0]
+    if not 1 <= k <= n:
+        raise TgirUserError(f"k must be between 1 and the gallery size {n}, got {k}")
     indices = np.empty((len(queries), k), np.int64)
     top = np.empty((len(queries), k), np.float32)
     step = max(1, CHUNK // max(n, 1))

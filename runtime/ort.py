@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from tgir.runtime.base import Runner
+from tgir.runtime.inputs import MAX_THREADS, integer
 
 from tgir.errors import TgirUserError, unknown_choice
 from tgir.manifest import Manifest
@@ -37,7 +38,7 @@ class OrtOptions:
 
     Attributes:
         provider: ``"auto"`` (CUDA when onnxruntime-gpu sees a GPU, else CPU), ``"cpu"`` or ``"cuda"``.
-        threads: Intra-op threads (0: ONNX Runtime's default, one per physical core).
+        threads: Intra-op threads, 0..``MAX_THREADS`` (0: ONNX Runtime's default, one per physical core).
         level: Graph optimisation level: disable, basic, extended or all.
         use_saved: Load the bundle's saved optimised graphs when they match this onnxruntime.
         spin: Let idle intra-op workers spin-wait for work (ONNX Runtime's own default). Off here:
@@ -60,8 +61,7 @@ class OrtOptions:
             raise unknown_choice("onnxruntime provider", self.provider, PROVIDERS)
         if self.level not in LEVELS:
             raise unknown_choice("graph optimisation level", self.level, LEVELS)
-        if self.threads < 0:
-            raise TgirUserError(f"threads must be >= 0, got {self.threads}")
+        object.__setattr__(self, "threads", integer("threads", self.threads, 0, MAX_THREADS))  # numpy ints too
 
 
 def providers_for(choice: str) -> list[str]:
@@ -120,6 +120,8 @@ class OrtRunner(Runner):
         return self.sessions[graph].run(None, feeds)
 
     def close(self) -> None:
+        """Drop the sessions; the runner refuses every call afterwards."""
+        super().close()
         self.sessions = {}
 
 

@@ -6,6 +6,7 @@ model code are imported when a runner is made, never when ``tgir.runtime`` is im
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,30 @@ from tgir.runtime.base import Runner
 
 from tgir.errors import TgirUserError
 from tgir.manifest import Manifest
+
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def torch_device(device: object) -> str:
+    """``device`` checked before any work: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` of a GPU this machine has.
+
+    Raises:
+        TgirUserError: Another string or type, CUDA without a CUDA build of torch and a visible GPU,
+            or a GPU index past the last one.
+    """
+    if not isinstance(device, str) or not DEVICE_PATTERN.fullmatch(device):
+        raise TgirUserError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "cpu":
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TgirUserError(f"device {device!r}: torch.cuda.is_available() is False (a CPU build of torch, or no "
+                            "GPU visible); use device 'cpu'")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise TgirUserError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 class TorchDeviceRunner(Runner):
@@ -39,13 +64,14 @@ class TorchRunner(TorchDeviceRunner):
     Args:
         folder: Bundle directory.
         checkpoint: The source checkpoint (default: the one the manifest names, if unchanged).
-        device: ``"cpu"`` or ``"cuda"``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``torch_device``).
     """
 
     backend = "torch"
 
     def __init__(self, folder: str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
                  manifest: Manifest | None = None) -> None:
+        device = torch_device(device)
         super().__init__(folder, manifest)
         import torch
 

@@ -374,6 +374,7 @@ class TensorRTRunner(Runner):
 
     def close(self) -> None:
         """Free the device and pinned buffers, the stream, contexts and engines (idempotent)."""
+        super().close()
         for graph in getattr(self, "_graphs", {}).values():  # contexts before their engines
             graph.context = None
             graph.engine = None

@@ -246,3 +246,48 @@ def test_libtgir_loads_every_torch_library_a_compiled_graph_may_name(libtgir_bui
     wanted = {f"lib{n}.so" for n in ("torch_cpu", "c10", "torch", "torch_cuda", "c10_cuda")}
     assert {n for n in wanted if os.path.exists(os.path.join(lib_dir, n))} <= needed
     assert {"libtorch_cpu.so", "libc10.so", "libtorch.so"} <= needed  # in every torch build
+
+
+def test_python_side_checks_before_libtgir(runners, parity_index, libtgir_build, amc_aoti_bundle, tmp_path):
+    c, _ = runners
+    _, index, folder = parity_index
+    cindex = CIndex(folder, c)
+    q = index.embeddings[:2]
+    wide = np.concatenate([q, q], 1)
+    for bad, message in ((q[:, :8], "queries have dimension 8"), (wide, f"dimension {wide.shape[1]}"),
+                         (np.full_like(q, np.nan), "NaN or infinite")):
+        with pytest.raises(TgirUserError, match=message):  # C reads D floats per query: no over-read
+            cindex.search(bad, 3)
+    for k, message in ((-1, "between 1 and the gallery size .* got -1"), (2.5, "k must be an integer, got float")):
+        with pytest.raises(TgirUserError, match=message):
+            cindex.search(q, k)
+    assert cindex.search(q, np.int64(3)).indices.shape == (2, 3)
+    with pytest.raises(TgirUserError, match=r"attach takes a GalleryIndex .* search a CIndex with its own"):
+        c.attach(cindex)
+    with pytest.raises(TgirUserError, match="contains a NUL character"):  # C would read "add" only
+        c.encode_queries([np.zeros((8, 8, 3), np.uint8)], ["add\x00 red cube"])
+    with pytest.raises(TgirUserError, match="threads must be an integer"):
+        CRunner(amc_aoti_bundle, library=libtgir_build / "libtgir.so", threads="2")
+    with pytest.raises(TgirUserError, match=r"device .* must be an integer, got str 'cuda'"):
+        CRunner(amc_aoti_bundle, library=libtgir_build / "libtgir.so", device="cuda")
+    (tmp_path / "h.py").write_text("print('not a library')\n")
+    with pytest.raises(TgirUserError, match=r"h\.py: cannot load it as libtgir"):
+        CRunner(amc_aoti_bundle, library=tmp_path / "h.py")
+    closed = CRunner(amc_aoti_bundle, library=libtgir_build / "libtgir.so", threads=1)
+    closed.close()
+    with pytest.raises(TgirUserError, match="runner is closed"):
+        closed.encode_images([np.zeros((8, 8, 3), np.uint8)])
+    with pytest.raises(TgirUserError, match="runner is closed"):  # not NULL, which would skip the bundle check
+        CIndex(folder, closed)
+    cindex.close()
+    with pytest.raises(TgirUserError, match="the C index is closed"):
+        cindex.search(q, 3)
+
+
+def test_sixteen_bit_grey_is_scaled_for_the_c_runtime(runners, tmp_path):
+    c, _ = runners
+    grey = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "g8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g16.png")  # mode I;16
+    a, b = c.encode_images([str(tmp_path / "g8.png"), str(tmp_path / "g16.png")])
+    assert float(a @ b) > 0.9999

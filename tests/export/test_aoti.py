@@ -292,3 +292,54 @@ def test_bench_aoti_target_runs_and_reports_a_bundle_without_objects(tiny_aoti_b
     assert ok["status"] == "ok" and (ok["precision"], ok["device"], ok["threads"]) == ("fp32", "cpu", 1)
     assert len(ok["results"]) == 8 and all(r["gpu_split"] is None for r in ok["results"])
     assert bare["status"] == "skipped" and "tgir-export aoti" in bare["reason"]
+
+
+def test_aoti_runner_checks_inputs_device_and_closing(tiny_aoti_bundle):
+    with pytest.raises(TgirUserError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        aoti.AotiRunner(tiny_aoti_bundle, device="tpu")
+    runner = aoti.AotiRunner(tiny_aoti_bundle)
+    size, length = len(runner.vocab), runner.text_length
+    ones = np.ones((1, length), np.int64)
+    with pytest.raises(TgirUserError, match=f"token id {size} outside the vocabulary"):  # the object would abort
+        runner.run("text_encoder", {"ids": ones * size, "lengths": np.ones(1, np.int64)})
+    with pytest.raises(TgirUserError, match=rf"lengths: 99 outside 1\.\.{length}"):
+        runner.run("text_encoder", {"ids": ones, "lengths": np.full(1, 99, np.int64)})
+    runner.close()
+    with pytest.raises(TgirUserError, match="the aoti runner is closed"):
+        runner.run("text_encoder", {"ids": ones, "lengths": np.ones(1, np.int64)})
+
+
+def _truncate(bundle: Path, graph: str, sign: bool) -> Path:
+    so = bundle / "aoti" / f"{graph}.so"
+    so.write_bytes(so.read_bytes()[: so.stat().st_size // 2])
+    if sign:  # re-signed: the checksum no longer tells the truncation
+        m = Manifest.load(bundle, verify=False)
+        m.files[f"aoti/{graph}.so"] = sha256(so)
+        m.save(bundle)
+    return so
+
+
+def test_truncated_object_is_refused_not_mapped(tiny_aoti_bundle, tmp_path):
+    bundle = _copy(tiny_aoti_bundle, tmp_path)
+    so = _truncate(bundle, "text_encoder", sign=True)
+    with pytest.raises(TgirUserError, match=r"text_encoder\.so: cannot load the compiled graph \(file truncated"):
+        aoti.AotiRunner(bundle)  # mapping it would end the process with SIGBUS
+    so.write_bytes(b"#!/bin/sh\n")
+    with pytest.raises(TgirUserError, match="not a 64-bit ELF shared object"):
+        aoti.check_elf(so)
+    aoti.check_elf(tiny_aoti_bundle / "aoti" / "text_encoder.so")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_rebuild_repairs_a_damaged_object(tiny_aoti_bundle, tmp_path, monkeypatch, damage):
+    bundle = _copy(tiny_aoti_bundle, tmp_path)
+    so = _truncate(bundle, "composer", sign=False)
+    if damage == "missing":
+        so.unlink()
+    with pytest.raises(TgirUserError, match="checkpoint not found"):  # checked even before "up to date"
+        aoti_from_bundle(bundle, checkpoint=tmp_path / "none.pt")
+    _prebuilt(tiny_aoti_bundle, monkeypatch)
+    lines = []
+    aoti_from_bundle(bundle, AotiConfig(force=damage == "truncated"), progress=lines.append)  # stale either way
+    assert [ln.split(":")[0] for ln in lines] == list(GRAPHS)
+    assert Manifest.load(bundle).aoti == Manifest.load(tiny_aoti_bundle).aoti  # verified, checksums and all

@@ -116,6 +116,66 @@ def test_bad_k_and_dimension():
             index.search(np.full((1, 4), np.nan, np.float32), 2, method)
 
 
+def test_faiss_puts_ties_in_gallery_order():
+    faiss = pytest.importorskip("faiss", reason="faiss-cpu not installed")
+    g = _unit(300, 8, 4)
+    g[[250, 40, 299, 7, 120]] = g[3]  # six equal rows; FAISS alone returns them in heap order
+    g[200:230] = g[100]  # a tie running past the rows FAISS is asked for
+    index = GalleryIndex(g, [str(i) for i in range(300)], "fp")
+    q = np.stack([g[3], g[100]])
+    want = exact_search(q, g, 12)[0]
+    got = index.search(q, 12, "faiss")
+    assert got.indices.tolist() == want.tolist()
+    assert got.indices[0, :6].tolist() == [3, 7, 40, 120, 250, 299]
+    assert faiss is not None
+
+
+@pytest.mark.parametrize("k", [2.5, "3", None, True, np.float32(2)])
+def test_k_of_another_type_is_refused(k):
+    index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
+    with pytest.raises(TgirUserError, match="k must be an integer, got"):
+        index.search(_unit(1, 4, 1), k)
+    assert index.search(_unit(1, 4, 1), np.int64(3)).indices.shape == (1, 3)  # numpy integers are integers
+
+
+@pytest.mark.parametrize(("queries", "message"), [
+    ("abc", "queries must be real numbers, got <U3"),
+    (np.ones((1, 4), np.complex64), "real numbers, got complex64"),
+    (np.ones((1, 1, 4), np.float32), r"must be \[Q, D\] \(or one \[D\] query\), got shape \[1, 1, 4\]"),
+    (np.array([[None] * 4]), "real numbers, got object"),
+    (np.full((1, 4), 1e300), "NaN or infinite values"),  # finite in float64, infinite in float32
+])
+def test_queries_must_be_real_1d_or_2d(queries, message):
+    index = GalleryIndex(_unit(5, 4, 0), list("abcde"), "fp")
+    with pytest.raises(TgirUserError, match=message):
+        index.search(queries, 2)
+
+
+def test_index_refuses_non_finite_embeddings_and_non_string_ids(tmp_path):
+    bad = _unit(4, 4, 0)
+    bad[2] = np.nan
+    with pytest.raises(TgirUserError, match="embedding row 2 has NaN or infinite values"):
+        GalleryIndex(bad, list("abcd"), "fp")
+    with pytest.raises(TgirUserError, match="ids must be strings, got int 0"):
+        GalleryIndex(_unit(4, 4, 0), [0, 1, 2, 3], "fp")
+    with pytest.raises(TgirUserError, match="embeddings must be floats, got int64"):
+        GalleryIndex(np.ones((4, 4), np.int64), list("abcd"), "fp")
+    GalleryIndex(_unit(4, 4, 0), list("abcd"), "fp").save(tmp_path / "idx")
+    np.save(tmp_path / "idx" / "embeddings.npy", bad)  # written by hand: load refuses it too
+    with pytest.raises(TgirUserError, match=r"embeddings\.npy: holds NaN or infinite values"):
+        GalleryIndex.load(tmp_path / "idx")
+
+
+def test_k_past_the_gallery_is_refused_by_every_search_function():
+    from tgir.runtime.int8_search import Int8Search
+
+    g, q = _unit(5, 4, 0), _unit(1, 4, 1)
+    with pytest.raises(TgirUserError, match="k must be between 1 and the gallery size 5, got 6"):
+        exact_search(q, g, 6)
+    with pytest.raises(TgirUserError, match="k must be between 1 and the gallery size 5, got 6"):
+        Int8Search(g).search(q, 6)
+
+
 def test_build_resumes_and_round_trips(tmp_path, monkeypatch):
     import tgir.runtime.index as module
 

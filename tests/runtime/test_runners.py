@@ -176,3 +176,76 @@ def test_ort_sessions_do_not_spin_unless_asked():
     # three sessions per query: spinning pools would take the cores from the running one
     assert session_options(OrtOptions(threads=2)).get_session_config_entry(key) == "0"
     assert session_options(OrtOptions(threads=2, spin=True)).get_session_config_entry(key) == "1"
+
+
+def test_token_ids_and_lengths_are_checked_before_the_backend(tiny_amc_bundle):
+    runner = OrtRunner(tiny_amc_bundle)
+    ids, lengths = np.ones((1, 8), np.int64), np.ones(1, np.int64)
+    size = len(runner.vocab)
+    for bad, message in ((np.full((1, 8), size, np.int64), rf"token id {size} outside the vocabulary 0\.\.{size - 1}"),
+                         (np.full((1, 8), -5, np.int64), "token id -5 outside the vocabulary")):
+        with pytest.raises(TgirUserError, match=message):
+            runner.run("text_encoder", {"ids": bad, "lengths": lengths})
+    for bad in (99, -1, 0):  # a tokenized text has 1..L tokens
+        with pytest.raises(TgirUserError, match=rf"lengths: {bad} outside 1\.\.8"):
+            runner.run("text_encoder", {"ids": ids, "lengths": np.full(1, bad, np.int64)})
+    runner.run("text_encoder", {"ids": np.full((1, 8), size - 1, np.int64), "lengths": np.full(1, 8, np.int64)})
+
+
+def test_image_and_text_lists_are_checked_alike_on_every_item(tiny_amc_bundle, split):
+    from PIL import Image
+
+    runner = OrtRunner(tiny_amc_bundle)
+    path = split.images[0].path
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    want = runner.encode_images([path])
+    np.testing.assert_array_equal(runner.encode_images([pixels]), want)  # an RGB uint8 array, as the C runner takes
+    np.testing.assert_array_equal(runner.encode_images(p for p in [path]), want)  # any iterable
+    np.testing.assert_array_equal(runner.encode_images(pixels[None]), want)  # [B, H, W, 3] uint8: B pictures
+    for images, message in ((path, "images must be a list of images, not one path"),
+                            (str(path), "images must be a list of images, not one string"),
+                            ([None], r"image 0: expected a file path, a PIL image or an RGB uint8 .* got NoneType"),
+                            ([path, 3], r"image 1: expected .* got int"),
+                            (pixels, r"got uint8 \[64, 64, 3\]; pass a list of images")):
+        with pytest.raises(TgirUserError, match=message):
+            runner.encode_images(images)
+    with pytest.raises(TgirUserError, match="images must be a list of images, not one string"):
+        runner.encode_queries(str(path), ["x"])  # before comparing lengths
+    for texts, message in ((None, "texts must be a list of strings, got NoneType"), (5, "got int"),
+                           (b"red", "not one bytes string"), ("red", "not one string"),
+                           ([None], "text 0: expected a string"),
+                           (["add\x00 red cube"], r"text 0: .* contains a NUL character"),
+                           (["add \ud800"], r"text 0: .* not valid Unicode")):
+        with pytest.raises(TgirUserError, match=message):
+            runner.encode_queries([path], texts)
+
+
+def test_closed_runners_refuse_every_call(tiny_amc_bundle, split):
+    path = split.images[0].path
+    for backend in ("onnxruntime", "torch"):
+        runner = tgir.runtime.open(tiny_amc_bundle, backend)
+        runner.close()
+        for call in (lambda r: r.encode_images([path]), lambda r: r.encode_queries([path], ["x"]),
+                     lambda r: r.run("text_encoder", {}), lambda r: r.search(np.zeros((1, 32), np.float32))):
+            with pytest.raises(TgirUserError, match=f"the {backend} runner is closed"):
+                call(runner)
+
+
+def test_options_are_checked_before_any_work(tiny_amc_bundle):
+    for threads in ("2", None, 2.5, True):
+        with pytest.raises(TgirUserError, match="threads must be an integer"):
+            OrtOptions(threads=threads)
+    for threads in (-1, 10**12):
+        with pytest.raises(TgirUserError, match=r"threads must be between 0 and 1024"):
+            OrtOptions(threads=threads)
+    assert OrtOptions(threads=np.int64(2)).threads == 2
+    with pytest.raises(TgirUserError, match=r"does not take the option\(s\) foo \("):  # threads is fine: not named
+        tgir.runtime.open(tiny_amc_bundle, "onnxruntime", threads=1, foo=1)
+    with pytest.raises(TgirUserError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        tgir.runtime.open(tiny_amc_bundle, "torch", device="tpu")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(TgirUserError, match=r"device 'cuda': torch\.cuda\.is_available\(\) is False"):
+            tgir.runtime.open(tiny_amc_bundle, "torch", device="cuda")
+    runner = OrtRunner(tiny_amc_bundle)
+    with pytest.raises(TgirUserError, match=r"attach takes a GalleryIndex .* got dict"):
+        runner.attach({})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tgir.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from tgir.data.images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_image, to_rgb
 
 
 def _formula(img: Image.Image, p: Preprocess) -> np.ndarray:
@@ -49,3 +49,20 @@ def test_decompression_bomb_is_a_user_error(tmp_path, monkeypatch):
     Image.new("1", (30, 30)).save(tmp_path / "bomb.png")
     with pytest.raises(TgirUserError, match=r"bomb\.png: image too large to decode safely \(Image size \(900 pixels"):
         load_image(tmp_path / "bomb.png")
+
+
+@pytest.mark.parametrize("bits", ["png16", "I", "F"])
+def test_high_bit_depth_grey_is_scaled_not_clipped(tmp_path, bits):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    want = Preprocess(size=32)(Image.fromarray(grey, "L"))
+    if bits == "png16":  # Pillow opens a 16-bit grey PNG as I;16; convert("RGB") would clip it to white
+        Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "g16.png")
+        img = load_image(tmp_path / "g16.png")
+    elif bits == "I":
+        img = Image.fromarray(grey.astype(np.int32) * 257, "I")
+    else:
+        img = Image.fromarray(grey.astype(np.float32) / 255, "F")
+    got = Preprocess(size=32)(img)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert np.asarray(to_rgb(Image.fromarray(grey.astype(np.uint16) * 257))).max() == grey.max()

@@ -15,9 +15,9 @@ from tgir.models.presets import preset
 
 
 def test_token_counts_per_family():
-    assert image_tokens(preset("amc")) == 16  # 128 px, stride 32 -> 4x4
-    small = replace_path(replace_path(preset("amc"), "image_size", 64), "backbone.levels", [16])
-    assert image_tokens(small) == 16  # 64 px, stride 16 -> 4x4 (the shipped CSS-2D models)
+    assert image_tokens(preset("amc")) == 16  # 64 px, stride 16 -> 4x4 (the shipped CSS-2D models)
+    large = replace_path(replace_path(preset("amc"), "image_size", 128), "backbone.levels", [32])
+    assert image_tokens(large) == 16  # 128 px, stride 32 -> 4x4
     assert image_tokens(preset("itma", "fashioniq")) == 14 * 14 + 7 * 7
     assert image_tokens(preset("tirg")) == 1
 
@@ -26,7 +26,7 @@ def test_token_counts_per_family():
 def test_contract_links_the_graphs(family):
     c = io_contract(preset(family), max_batch=32, text_length=20)
     image, text, composer = c["image_encoder"], c["text_encoder"], c["composer"]
-    assert [t.name for t in image.inputs] == ["images"] and image.inputs[0].shape == ("batch", 3, 128, 128)
+    assert [t.name for t in image.inputs] == ["images"] and image.inputs[0].shape == ("batch", 3, 64, 64)
     assert composer.inputs[0] == image.outputs[1]  # tokens flow from the image encoder
     assert composer.inputs[1:] == text.outputs  # text features flow from the text encoder
     assert text.inputs[0].shape == ("batch", 20) and text.inputs[0].dtype == "int64"

@@ -79,7 +79,7 @@ def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, s
     """Train a model; writes last.pt, best.pt, run.json, vocab.json and metrics.json to --out."""
     from tgir.models.config import replace_path
     from tgir.models.presets import preset
-    from tgir.training.config import RunConfig, TrainConfig
+    from tgir.training.config import RunConfig, train_preset
 
     if config_file:
         run = RunConfig.load(config_file)
@@ -89,7 +89,7 @@ def train(config_file, family, dataset, data, out_dir, epochs, batch_size, lr, s
         run = load_checkpoint(init).run
     elif family:
         ds = dataset or "css2d"
-        run = RunConfig(preset(family, ds), TrainConfig(dataset=ds))
+        run = RunConfig(preset(family, ds), train_preset(ds))
     else:
         raise TgirUserError("give --model (one of: " + ", ".join(FAMILIES) + "), --config FILE or --init CHECKPOINT")
     flags = {"train.dataset": dataset, "train.data": data, "train.epochs": epochs, "train.batch_size": batch_size,

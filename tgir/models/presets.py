@@ -16,22 +16,25 @@ SYNTHETIC = ("css", "css2d")
 def preset(family: str, dataset: str = "css2d") -> ModelConfig:
     """The default ``ModelConfig`` of ``family`` for ``dataset``.
 
-    CSS-style data is 64 px: it is upsampled to 128 px so the stride-32 level is a 4x4 token grid
-    (CSS's 3x3 layout needs at least that). Natural-image datasets use 224 px.
+    CSS-style data is 64 px, read at its own size on the trunk's stride-16 level: a 4x4 token grid
+    (CSS's 3x3 layout needs at least that) at a quarter of 128 px's trunk cost: the configuration of
+    every shipped CSS-2D model (``trained/``), trained with ``tgir.training.config.train_preset``.
+    Natural-image datasets use 224 px.
     """
     if family not in FAMILIES:
         raise unknown_choice("model", family, FAMILIES)
     synthetic = dataset in SYNTHETIC
-    size = 128 if synthetic else 224
+    size = 64 if synthetic else 224
+    level = (16,) if synthetic else (32,)
     if family == "amc":
-        return ModelConfig("amc", size, 512, BackboneConfig(levels=(32,)), TextConfig(word_dim=300, hidden=512),
+        return ModelConfig("amc", size, 512, BackboneConfig(levels=level), TextConfig(word_dim=300, hidden=512),
                            RouterConfig())
     if family == "itma":
         combiner = (CombinerConfig(blocks=1, ffn=256, identity_softmax=True) if synthetic
                     else CombinerConfig(blocks=2, ffn=128))
-        levels = (32,) if synthetic else (16, 32)
+        levels = level if synthetic else (16, 32)
         return ModelConfig("itma", size, 512, BackboneConfig(levels=levels, frozen_bn=False),
                            TextConfig(word_dim=512, hidden=512, dropout=0.1), combiner=combiner, loss_scale=4.0)
-    return ModelConfig("tirg", size, 512, BackboneConfig(levels=(32,), frozen_bn=False),
+    return ModelConfig("tirg", size, 512, BackboneConfig(levels=level, frozen_bn=False),
                        TextConfig(word_dim=512, hidden=512), loss_scale=4.0)
 

@@ -28,7 +28,7 @@ def test_features_path_equals_image_path(tiny, family):
 @pytest.mark.parametrize("dataset", ["css2d", "fashioniq"])
 def test_presets_round_trip(family, dataset):
     cfg = preset(family, dataset)
-    assert cfg.family == family and cfg.image_size == (128 if dataset == "css2d" else 224)
+    assert cfg.family == family and cfg.image_size == (64 if dataset == "css2d" else 224)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     if family == "amc":  # the paper's routed layers (router.residual was measured and not adopted)
         assert not cfg.router.residual
@@ -111,3 +111,21 @@ def test_set_names_the_full_path_of_nested_fields():
         replace_path(run, "model.router", "3")
     whole = RouterConfig(layers=1)  # library code may still swap a whole section
     assert replace_path(run, "model.router", whole).model.router == whole
+
+
+@pytest.mark.parametrize("name", ["amc_dense_css2d", "tirg_css2d", "itma_css2d"])
+def test_css2d_presets_are_the_shipped_recipe(name):
+    """``tgir train --model F --dataset css2d`` trains what trained/ ships (its card's config)."""
+    import json
+    from pathlib import Path
+
+    from tgir.training.config import train_preset
+
+    card = json.loads((Path(__file__).resolve().parents[3] / "trained" / f"{name}.json").read_text())["config"]
+    model = preset(card["model"]["family"], "css2d").to_dict()
+    for key in ("image_size", "embed_dim", "backbone", "combiner", "loss_scale"):
+        assert model[key] == ModelConfig.from_dict(card["model"]).to_dict()[key], key
+    train = train_preset("css2d")
+    for key in ("epochs", "lr", "group_size", "batch_size", "ema_decay", "seed"):
+        assert getattr(train, key) == card["train"][key], key
+    assert list(train.lr_step_epochs) == card["train"]["lr_step_epochs"]

@@ -295,7 +295,7 @@ void check_cpu_isa(const Bundle& bundle, const std::string& isa) {
                                         "; run `tgir-export aoti --force` on this machine");
 }
 
-/// How many CUDA devices the CUDA runtime sees, or -1 when that cannot be told. Without a CUDA build
+/// How many CUDA devices the CUDA runtime sees, or -1 when that cannot be told (never refuse on a guess). Without a CUDA build
 /// of torch no graph can run on a GPU, so none exists for libtgir. With one, libcudart is among
 /// libtgir's own dependencies, which dlsym on libtgir's handle searches (RTLD_DEFAULT would miss them
 /// when the application loaded libtgir with RTLD_LOCAL, as Python's ctypes does).
@@ -311,7 +311,7 @@ int visible_cuda_devices() {
   auto count_devices = reinterpret_cast<CountDevices>(dlsym(handle, "cudaGetDeviceCount"));
   int n = 0;
   if (!count_devices) n = -1;
-  else if (count_devices(&n) != 0) n = 0;  // no driver or no GPU
+  else if (count_devices(&n) != 0) n = -1;  // no driver, no GPU, or not yet usable: let loading say why
   dlclose(handle);
   return n;
 #endif

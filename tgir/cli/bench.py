@@ -38,9 +38,10 @@ command exits 1 when no target measured anything.
 Stages per batch B: image_encode (B gallery images), query_compose (B reference images + texts ->
 query embeddings), search (B queries against --gallery synthetic embeddings, top -k) and
 end_to_end (query_compose + search). Images are decoded before timing (real CSS-2D test images
-with --data, else seeded random pixels); the timed part is preprocessing + graphs. On CPUs, set
-OPENBLAS_NUM_THREADS=1: numpy's BLAS pool (the search) and PyTorch's spinning beside each other
-stall both (python -m tgir.benchmarks.thread_contention); thread settings go into the JSON.
+with --data, else seeded random pixels); the timed part is preprocessing + graphs. When PyTorch
+uses every core (--threads 0), set OPENBLAS_NUM_THREADS=1: numpy's BLAS pool (the search) and
+PyTorch's spinning beside it stall both (python -m tgir.benchmarks.thread_contention); with
+--threads 1 leave it (a one-thread search is slower). Thread settings go into the JSON.
 
 \b
 Output: a Markdown table on stdout (ready for benchmarks/RESULTS.md), --json FILE (schema

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import warnings
@@ -32,7 +31,7 @@ from tgir.export.engine import EngineConfig
 from tgir.export.onnx import OnnxConfig
 
 from tgir.errors import TgirInternalError, TgirUserError, unknown_choice
-from tgir.manifest import Manifest, sha256
+from tgir.manifest import Manifest, open_to_umask, sha256
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
@@ -220,8 +219,7 @@ def build_bundle(cfg: BuildConfig, progress: Progress | None = None, force: bool
         report("verify", 0, 1)
         smoke = _verify(final, backend)
         report("verify", 1, 1)
-        # mkdtemp folders are 0700 whatever the umask; a bundle is shared like any folder the user makes
-        final.chmod(0o777 & ~_umask())
+        open_to_umask(final)
         if out.exists():
             shutil.rmtree(out)
         final.rename(out)
@@ -240,12 +238,6 @@ def _preflight(cfg: BuildConfig, backend: str) -> None:
         tensorrt_version()
     if cfg.calibrates and cfg.calib.data is not None:
         usable_queries(cfg.calib.calib_data(cfg.calib.data))
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
 
 
 def _stages(cfg: BuildConfig, backend: str, work: Path, report: Progress) -> tuple[Path, list[str]]:

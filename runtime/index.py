@@ -222,8 +222,7 @@ def exact_search(queries: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.n
     the candidates at or above its k-th best score, so a large gallery costs O(G) per query.
     """
     n = gallery.shape[0]
-    if not 1 <= k <= n:
-        raise TgirUserError(f"k must be between 1 and the gallery size {n}, got {k}")
+    k = top_k(k, n)
     indices = np.empty((len(queries), k), np.int64)
     top = np.empty((len(queries), k), np.float32)
     step = max(1, CHUNK // max(n, 1))

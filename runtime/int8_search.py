@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tgir.runtime.inputs import top_k
 
 from tgir.errors import TgirUserError
 
@@ -71,8 +72,7 @@ class Int8Search:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(indices [Q, k], scores [Q, k])`` of ``queries`` ``[Q, D]``, as ``exact_search``."""
-        if not 1 <= k <= self.gallery.shape[0]:
-            raise TgirUserError(f"k must be between 1 and the gallery size {self.gallery.shape[0]}, got {k}")
+        k = top_k(k, self.gallery.shape[0])
         queries = np.ascontiguousarray(queries, np.float32)
         # |q / qscale| <= 127 by construction, so rounding alone lands in [-127, 127]
         qscale = (np.maximum(np.abs(queries).max(axis=1), 1e-30) / QUERY_LEVELS).astype(np.float32)  # [Q]

@@ -234,9 +234,7 @@ def staged_bundle(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path
         raise TgirUserError(f"{out}: cannot write there ({err.strerror or err})") from None
     try:
         yield tmp
-        # mkdtemp makes the folder 0700 whatever the umask; a bundle is meant to be shared like
-        # any folder the user creates
-        tmp.chmod(0o777 & ~_umask())
+        open_to_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -253,10 +251,12 @@ def is_bundle_dir(folder: Path) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
-def _umask() -> int:
+def open_to_umask(folder: Path) -> None:
+    """Give a ``tempfile.mkdtemp`` folder (0700 whatever the umask) the mode of a folder the user makes:
+    a bundle renamed into place is meant to be shared like one."""
     mask = os.umask(0)  # the only way to read it is to set it
     os.umask(mask)
-    return mask
+    folder.chmod(0o777 & ~mask)
 
 
 def require_writable(path: str | Path, *, folder: bool = False) -> Path:

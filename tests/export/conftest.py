@@ -18,3 +18,17 @@ def contract_graphs(tiny):
         return out
 
     return graphs
+
+
+@pytest.fixture
+def refuses_each(capsys):
+    """``check(main, args, cases)``: for each ``(extra flags, message)`` the command exits 1 with that
+    message on one stderr line and no traceback."""
+
+    def check(main, args: list[str], cases: list[tuple[list[str], str]]) -> None:
+        for extra, error in cases:
+            assert main([*args, *extra]) == 1, extra
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and error in err and "Traceback" not in err, (extra, err)
+
+    return check

@@ -114,7 +114,7 @@ def test_calibrate_cli(fp32_bundle, tmp_path, tiny_css2d, capsys):
     assert "too few calibration samples (8)" in err and "Traceback" not in err
 
 
-def test_calibrate_cli_checks_flags_first(fp32_bundle, tmp_path, tiny_css2d, monkeypatch, capsys):
+def test_calibrate_cli_checks_flags_first(fp32_bundle, tmp_path, tiny_css2d, monkeypatch, refuses_each):
     import tgir.export.quantize as quantize
     from tgir.export.cli import main
 
@@ -123,15 +123,13 @@ def test_calibrate_cli_checks_flags_first(fp32_bundle, tmp_path, tiny_css2d, mon
 
     monkeypatch.setattr(quantize, "quantized_from_bundle", never)
     args = ["calibrate", "--bundle", str(fp32_bundle), "--data", str(tiny_css2d), "--out", str(tmp_path / "q")]
-    for extra, error in [(["--split", "test", "--samples", "32"], "never come from the test split (that would "
-                                                                   "tune on it); valid choices for css2d: 'train'"),
-                         (["--split", "val", "--samples", "32"], "unknown css2d calibration split 'val'; valid "
-                                                                  "choices: 'train'"),
-                         (["--percentile", "150", "--samples", "32"], "percentile must be in (0, 100]"),
-                         (["--samples", "5000"], "asked for 5000 calibration samples")]:
-        assert main([*args, *extra]) == 1, extra
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and error in err and "Traceback" not in err, (extra, err)
+    cases = [(["--split", "test", "--samples", "32"], "never come from the test split (that would "
+                                                       "tune on it); valid choices for css2d: 'train'"),
+             (["--split", "val", "--samples", "32"], "unknown css2d calibration split 'val'; valid "
+                                                      "choices: 'train'"),
+             (["--percentile", "150", "--samples", "32"], "percentile must be in (0, 100]"),
+             (["--samples", "5000"], "asked for 5000 calibration samples")]
+    refuses_each(main, args, cases)
     assert not (tmp_path / "q").exists()
 
 

@@ -144,13 +144,13 @@ class Runner:
         """``ids`` ``[B, L]`` and ``lengths`` ``[B]`` for the text graph; warns about texts with no
         known word (``UnknownWordsWarning``) and texts cut to the bundle's length (``TextTooLongWarning``)."""
         texts = text_list(texts)
-        limit = min(self.text_length, self.vocab.max_length)
-        for i, text in enumerate(texts):
-            words = len(tokenize(text))
-            if words > limit:
-                warnings.warn(TextTooLongWarning(f"query {i}: {text!r} has {words} words; the bundle reads the "
-                                                 f"first {limit} and ignores the rest"), stacklevel=2)
         ids, lengths = self.vocab.encode_batch(texts, self.text_length)
+        limit = min(self.text_length, self.vocab.max_length)
+        for i in np.flatnonzero(lengths == limit):  # only a text that filled the graph can have been cut
+            words = len(tokenize(texts[i]))
+            if words > limit:
+                warnings.warn(TextTooLongWarning(f"query {i}: {texts[i]!r} has {words} words; the bundle reads "
+                                                 f"the first {limit} and ignores the rest"), stacklevel=2)
         valid = np.arange(ids.shape[1])[None] < lengths[:, None]  # [B, L]
         for i in np.flatnonzero(~((ids != UNK) & valid).any(axis=1)):
             warnings.warn(UnknownWordsWarning(f"query {i}: no word of {texts[i]!r} is in the bundle's vocabulary; "
